@@ -1,0 +1,229 @@
+"""Settings: one table (name, default, help) drives the project file, the environment,
+``journeymap settings``, docs/settings.md and a test that keeps them in step.
+
+Precedence, lowest first: defaults, the project's ``journeymap.toml`` (``[settings]`` table),
+``JOURNEYMAP_<NAME>`` environment variables, explicit overrides (CLI flags, library keywords).
+Relative paths are resolved against the project folder.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import zoneinfo
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Final
+
+from journeymap.errors import ConfigError
+
+PROJECT_FILE: Final = "journeymap.toml"
+ENV_PREFIX: Final = "JOURNEYMAP_"
+
+
+def _timezone(value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {value!r}; use an IANA name such as UTC or Europe/Berlin"
+        ) from None
+    return value
+
+
+def _positive_int(value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{value!r} is not a whole number") from None
+    if number <= 0:
+        raise ValueError(f"{number} must be greater than 0")
+    return number
+
+
+def _non_negative_int(value: Any) -> int:
+    number = _positive_int(value) if value not in (0, "0") else 0
+    return number
+
+
+def _currency(value: str) -> str:
+    if not (len(value) == 3 and value.isalpha()):
+        raise ValueError(f"{value!r} is not a three-letter ISO 4217 code such as EUR")
+    return value.upper()
+
+
+def _engine(value: str) -> str:
+    if value not in ("duckdb", "pyspark"):
+        raise ValueError(f"{value!r} is not an engine; allowed: duckdb, pyspark")
+    return value
+
+
+def _text(value: Any) -> str:
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    help: str
+    parse: Callable[[Any], Any] = _text
+    is_path: bool = False
+
+
+SETTINGS: Final[tuple[Setting, ...]] = (
+    Setting("spec", "journey.yaml", "The journey spec (YAML).", is_path=True),
+    Setting("lake", "data/lake", "The event lake (a Delta Lake folder).", is_path=True),
+    Setting(
+        "rejects_dir",
+        "data/rejects",
+        "Where imports write the rows they reject (one JSONL file per input).",
+        is_path=True,
+    ),
+    Setting(
+        "cache_dir",
+        ".journeymap",
+        "Derived data (journey table per lake version and spec); safe to delete.",
+        is_path=True,
+    ),
+    Setting("reports_dir", "reports", "Where reports and exported analyses go.", is_path=True),
+    Setting(
+        "timezone",
+        "UTC",
+        "The business's time zone: naive timestamps on import are read in it, and local "
+        "calendar reports use it. Events are stored in UTC.",
+        _timezone,
+    ),
+    Setting(
+        "session_gap_minutes",
+        30,
+        "Inactivity (minutes) after which the next event of a customer starts a new session.",
+        _positive_int,
+    ),
+    Setting("currency", "EUR", "Currency of revenue that comes without one.", _currency),
+    Setting("engine", "duckdb", "Analytics engine: duckdb (embedded) or pyspark.", _engine),
+    Setting(
+        "threads",
+        0,
+        "DuckDB worker threads; 0 uses every core.",
+        _non_negative_int,
+    ),
+    Setting(
+        "memory_limit",
+        "",
+        "DuckDB memory limit such as 4GB; empty uses DuckDB's default (80% of RAM).",
+    ),
+    Setting(
+        "import_max_line_bytes",
+        1_048_576,
+        "Lines longer than this (bytes) are rejected on import instead of read.",
+        _positive_int,
+    ),
+)
+_BY_NAME: Final = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings of one project; paths are absolute."""
+
+    project_dir: Path
+    spec: Path
+    lake: Path
+    rejects_dir: Path
+    cache_dir: Path
+    reports_dir: Path
+    timezone: str
+    session_gap_minutes: int
+    currency: str
+    engine: str
+    threads: int
+    memory_limit: str
+    import_max_line_bytes: int
+    #: where each value came from: "default", the project file, "env JOURNEYMAP_X", "argument"
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def load(
+        cls,
+        project_dir: str | os.PathLike[str] = ".",
+        overrides: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Settings:
+        project = Path(project_dir).resolve()
+        env = os.environ if environ is None else environ
+        raw: dict[str, Any] = {s.name: s.default for s in SETTINGS}
+        origins = dict.fromkeys(raw, "default")
+
+        project_file = project / PROJECT_FILE
+        if project_file.exists():
+            for name, value in _read_project_file(project_file).items():
+                raw[name] = value
+                origins[name] = str(project_file)
+        for s in SETTINGS:
+            key = ENV_PREFIX + s.name.upper()
+            if key in env:
+                raw[s.name] = env[key]
+                origins[s.name] = f"env {key}"
+        for name, value in (overrides or {}).items():
+            if value is None:
+                continue
+            if name not in _BY_NAME:
+                raise ConfigError(f"unknown setting {name!r}; allowed: {', '.join(_BY_NAME)}")
+            raw[name] = value
+            origins[name] = "argument"
+
+        values: dict[str, Any] = {}
+        for s in SETTINGS:
+            try:
+                value = s.parse(raw[s.name])
+            except ValueError as exc:
+                raise ConfigError(f"setting {s.name} (from {origins[s.name]}): {exc}") from None
+            if s.is_path:
+                value = (project / Path(str(value)).expanduser()).resolve()
+            values[s.name] = value
+        return cls(project_dir=project, origins=origins, **values)
+
+    def as_rows(self) -> list[tuple[str, str, str]]:
+        """(name, value, origin) for display."""
+        return [
+            (f.name, str(getattr(self, f.name)), self.origins.get(f.name, ""))
+            for f in fields(self)
+            if f.name in _BY_NAME
+        ]
+
+
+def _read_project_file(path: Path) -> dict[str, Any]:
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    section = doc.get("settings", {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: [settings] must be a table of name = value")
+    unknown = sorted(set(section) - set(_BY_NAME))
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown setting(s) {', '.join(unknown)} in [settings]; "
+            f"allowed: {', '.join(_BY_NAME)}"
+        )
+    return section
+
+
+def settings_markdown() -> str:
+    """docs/settings.md, generated from the table (a test keeps the file in step)."""
+    lines = [
+        "# Settings",
+        "",
+        "Set them in the project's `journeymap.toml` under `[settings]`, as environment",
+        "variables `JOURNEYMAP_<NAME>`, or as arguments. `journeymap settings` shows the values",
+        "in force and where each came from. Relative paths are relative to the project folder.",
+        "",
+        "| name | environment variable | default | meaning |",
+        "|---|---|---|---|",
+    ]
+    for s in SETTINGS:
+        default = f"`{s.default}`" if s.default != "" else "(empty)"
+        lines.append(f"| `{s.name}` | `{ENV_PREFIX}{s.name.upper()}` | {default} | {s.help} |")
+    return "\n".join(lines) + "\n"
