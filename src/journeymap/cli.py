@@ -1,0 +1,422 @@
+"""The ``journeymap`` command: parsing and formatting around the ``Journeymap`` facade."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, TypeVar, cast
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from journeymap import __version__
+from journeymap.analytics.funnels import FunnelResult, ReachResult
+from journeymap.config import SETTINGS, Settings, settings_markdown
+from journeymap.errors import JourneymapError
+from journeymap.facade import Journeymap
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(exc: BaseException) -> None:
+    err_console.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
+    sys.exit(2 if isinstance(exc, ValueError) else 1)
+
+
+class _Group(click.Group):
+    """Turns journeymap's own errors into one clear message and exit code 2 (bad input)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except JourneymapError as exc:
+            _fail(exc)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="journeymap")
+@click.option(
+    "-p",
+    "--project",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=".",
+    envvar="JOURNEYMAP_PROJECT",
+    show_default=True,
+    help="Project folder (holds journeymap.toml and journey.yaml).",
+)
+@click.pass_context
+def main(ctx: click.Context, project: Path) -> None:
+    """journeymap: customer journey maps from data."""
+    ctx.obj = project
+
+
+def _jm(ctx: click.Context, **overrides: Any) -> Journeymap:
+    return Journeymap(cast(Path, ctx.obj), **overrides)
+
+
+# -- formatting helpers --------------------------------------------------------------------
+def human_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    for limit, unit, div in ((120, "s", 1), (7200, "min", 60), (172800, "h", 3600)):
+        if seconds < limit:
+            return f"{seconds / div:.0f} {unit}" if unit == "s" else f"{seconds / div:.1f} {unit}"
+    return f"{seconds / 86400:.1f} d"
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f} %"
+
+
+def funnel_table(result: FunnelResult, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col, justify in (
+        ("#", "right"),
+        ("step", "left"),
+        ("customers", "right"),
+        ("of start", "right"),
+        ("from previous", "right"),
+        ("skipped previous", "right"),
+        ("median time from previous", "right"),
+    ):
+        table.add_column(col, justify=cast(Literal["left", "right"], justify))
+    for s in result.steps:
+        table.add_row(
+            str(s.index),
+            s.label,
+            f"{s.customers:,}",
+            _pct(s.conversion_from_start),
+            _pct(s.conversion_from_previous),
+            f"{s.skipped_previous:,}" if s.index > 1 else "–",
+            human_duration(s.median_seconds_from_previous),
+        )
+    return table
+
+
+def reach_table(result: ReachResult, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in ("phase", "touchpoint", "channel", "customers", "reach", "events", "conversion"):
+        table.add_column(col, justify="left" if col in ("phase", "touchpoint", "channel") else "right")
+    for t in result.touchpoints:
+        table.add_row(
+            t.phase,
+            t.label,
+            t.channel or "",
+            f"{t.customers:,}",
+            _pct(t.share_of_customers),
+            f"{t.events:,}",
+            _pct(t.conversion_rate),
+        )
+    return table
+
+
+def _emit(result: FunnelResult | ReachResult, fmt: str, outs: Sequence[Path], table: Table) -> None:
+    if fmt == "json":
+        import json
+
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    elif fmt == "csv":
+        click.echo(result.to_pandas().to_csv(index=False), nl=False)
+    else:
+        console.print(table)
+    for out in outs:
+        written = result.write(out)
+        err_console.print(f"wrote {written}")
+
+
+# -- commands ------------------------------------------------------------------------------
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=".")
+@click.option(
+    "--model",
+    type=click.Choice(["six-phase", "five-phase", "five-step", "three-stage"]),
+    default="six-phase",
+    show_default=True,
+    help="Phase model of the journey.",
+)
+@click.option("--lang", type=click.Choice(["en", "de"]), default="en", show_default=True)
+@click.option("--name", default="Customer journey", show_default=True, help="Journey name.")
+@click.option("--timezone", default="UTC", show_default=True, help="Business time zone.")
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+def init(directory: Path, model: str, lang: str, name: str, timezone: str, force: bool) -> None:
+    """Scaffold a project: journeymap.toml and a journey.yaml for a phase model."""
+    from journeymap.model.scaffold import init_project
+
+    for path in init_project(
+        directory, model=model, lang=lang, name=name, timezone=timezone, force=force
+    ):
+        console.print(f"created {path}")
+    console.print("next: journeymap import EVENTS_FILE, then journeymap analyze funnel")
+
+
+@main.command("import")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "parquet"]), default=None,
+              help="File format (default: from the file name).")
+@click.option("--preset", type=click.Choice(["segment", "ga4"]), default=None,
+              help="Column layout of a known export.")
+@click.option("--map", "mapping", default=None, metavar="FIELD=COLUMN,...",
+              help="Map event fields to your columns, e.g. customer_id=user_id,ts=timestamp.")
+@click.option("--timezone", default=None, help="Time zone of naive timestamps.")
+@click.option("--source", default=None, help="Source name stored with the events.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.pass_context
+def import_(
+    ctx: click.Context,
+    files: tuple[Path, ...],
+    fmt: str | None,
+    preset: str | None,
+    mapping: str | None,
+    timezone: str | None,
+    source: str | None,
+    progress: bool,
+) -> None:
+    """Import event files (CSV, JSONL, Parquet; .gz too) into the lake, idempotently."""
+    from journeymap.importing import parse_mapping
+
+    jm = _jm(ctx)
+    parsed = parse_mapping(mapping) if mapping else None
+    rejected = 0
+    for f in files:
+        summary = jm.import_file(
+            f,
+            format=cast(Any, fmt),
+            preset=cast(Any, preset),
+            mapping=parsed,
+            timezone=timezone,
+            source=source,
+            progress=progress,
+        )
+        console.print(str(summary))
+        rejected += summary.rows_rejected
+    if rejected:
+        sys.exit(3)
+
+
+@main.group()
+def analyze() -> None:
+    """Analyses of the journey table (table, CSV or JSON)."""
+
+
+_fmt_option = click.option(
+    "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+    show_default=True, help="What to print.",
+)
+_out_option = click.option(
+    "--out", "outs", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the result to this .csv or .json file (repeatable).",
+)
+
+
+def parse_duration(text: str | None) -> int | None:
+    """'30m', '12h', '7d', '45s' or seconds → seconds."""
+    if text is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    t = text.strip().lower()
+    try:
+        if t[-1] in units:
+            return int(float(t[:-1]) * units[t[-1]])
+        return int(t)
+    except (ValueError, IndexError):
+        raise click.BadParameter(
+            f"{text!r} is not a duration; use e.g. 45s, 30m, 12h, 7d or 2w"
+        ) from None
+
+
+@analyze.command("funnel")
+@click.option("--steps", default=None, metavar="A,B,C",
+              help="Ordered steps (default: the spec's phases).")
+@click.option("--by", type=click.Choice(["phase", "touchpoint", "event", "channel"]),
+              default="phase", show_default=True, help="What the steps name.")
+@click.option("--strict/--allow-skips", default=None,
+              help="Stop at the first missing step (default: skips allowed for phases).")
+@click.option("--window", default=None, help="Conversion window from the first step, e.g. 7d.")
+@click.option("--lang", type=click.Choice(["en", "de"]), default=None)
+@_fmt_option
+@_out_option
+@click.pass_context
+def analyze_funnel(
+    ctx: click.Context,
+    steps: str | None,
+    by: str,
+    strict: bool | None,
+    window: str | None,
+    lang: str | None,
+    fmt: str,
+    outs: tuple[Path, ...],
+) -> None:
+    """Customers reaching each step in order, conversion and median time between steps."""
+    jm = _jm(ctx)
+    result = jm.funnel(
+        [s.strip() for s in steps.split(",") if s.strip()] if steps else None,
+        by=cast(Any, by),
+        skips=None if strict is None else not strict,
+        window_seconds=parse_duration(window),
+        lang=lang,
+    )
+    _emit(result, fmt, outs, funnel_table(result, f"Funnel by {by} ({result.entered:,} entered)"))
+
+
+@analyze.command("reach")
+@click.option("--lang", type=click.Choice(["en", "de"]), default=None)
+@_fmt_option
+@_out_option
+@click.pass_context
+def analyze_reach(ctx: click.Context, lang: str | None, fmt: str, outs: tuple[Path, ...]) -> None:
+    """Customers, events and conversion per touchpoint."""
+    result = _jm(ctx).reach(lang=lang)
+    _emit(result, fmt, outs, reach_table(result, f"Touchpoint reach ({result.customers:,} customers)"))
+
+
+@main.group()
+def lake() -> None:
+    """The event lake (Delta Lake)."""
+
+
+@lake.command("stats")
+@click.pass_context
+def lake_stats(ctx: click.Context) -> None:
+    """Events, files, version and date range of the lake."""
+    s = _jm(ctx).lake_stats()
+    console.print(
+        f"lake {s.path}: version {s.version}, {s.events:,} events in {s.files:,} files, "
+        f"{s.first_date or '–'} … {s.last_date or '–'}"
+    )
+
+
+@lake.command("compact")
+@click.option("--vacuum-hours", type=int, default=168, show_default=True,
+              help="Keep files older versions may need for this long; 0 removes them now.")
+@click.pass_context
+def lake_compact(ctx: click.Context, vacuum_hours: int) -> None:
+    """Merge small files into large ones and remove files no longer referenced."""
+    r = _jm(ctx).compact(vacuum_hours=vacuum_hours)
+    console.print(
+        f"compacted: {r.files_before:,} → {r.files_after:,} files, "
+        f"{r.files_removed_from_disk:,} old files removed, version {r.version}"
+    )
+
+
+@main.group()
+def spec() -> None:
+    """The journey spec."""
+
+
+@spec.command("validate")
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_context
+def spec_validate(ctx: click.Context, file: Path | None) -> None:
+    """Check the journey spec; every problem is listed with file and line."""
+    from journeymap.model.spec import load_spec
+
+    path = file or Settings.load(cast(Path, ctx.obj)).spec
+    s = load_spec(path)
+    console.print(
+        f"{path}: valid — {len(s.phases)} phases, {len(s.touchpoints)} touchpoints, "
+        f"{len(s.personas)} personas"
+    )
+
+
+@main.command("settings")
+@click.option("--markdown", is_flag=True, help="Print the settings reference (docs/settings.md).")
+@click.pass_context
+def settings_cmd(ctx: click.Context, markdown: bool) -> None:
+    """Show every setting, its value and where the value came from."""
+    if markdown:
+        click.echo(settings_markdown(), nl=False)
+        return
+    s = Settings.load(cast(Path, ctx.obj))
+    helps = {x.name: x.help for x in SETTINGS}
+    table = Table(title=f"Settings of {s.project_dir}", title_justify="left")
+    for col in ("name", "value", "from", "meaning"):
+        table.add_column(col)
+    for name, value, origin in s.as_rows():
+        table.add_row(name, value, origin, helps[name])
+    console.print(table)
+
+
+@main.command()
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("demo"), show_default=True, help="Where the demo project goes.")
+@click.option("--customers", type=click.IntRange(min=100), default=20_000, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--lang", type=click.Choice(["en", "de"]), default="en", show_default=True)
+def demo(directory: Path, customers: int, seed: int, lang: str) -> None:
+    """Generate the sample shop, import it, build the journey table and print the funnel."""
+    from journeymap.simulate import simulate_shop
+
+    directory.mkdir(parents=True, exist_ok=True)
+    spec_path = directory / "journey.yaml"
+    toml_path = directory / "journeymap.toml"
+    if not spec_path.exists():
+        with resources.as_file(resources.files("journeymap.simulate") / "demo_journey.yaml") as src:
+            shutil.copyfile(src, spec_path)
+    if not toml_path.exists():
+        from journeymap.model.scaffold import project_toml
+
+        toml_path.write_text(project_toml("Europe/Berlin"), encoding="utf-8")
+
+    sim_dir = directory / "data" / "simulated"
+    console.rule(f"[bold]1/4 Simulating {customers:,} customers (seed {seed})", style="cyan")
+    sim = simulate_shop(sim_dir, customers=customers, seed=seed, progress=True)
+    console.print(
+        f"{sim.events:,} events, {sim.orders:,} orders, revenue {sim.revenue:,.2f} EUR "
+        f"in {sim.seconds:.1f} s"
+    )
+
+    console.rule("[bold]2/4 Importing into the event lake", style="cyan")
+    jm = Journeymap(directory)
+    files = sorted(sim.events_path.glob("*.parquet")) if sim.events_path.is_dir() else [
+        sim.events_path
+    ]
+    for f in files:
+        summary = jm.import_file(f, source="simulator", progress=True)
+        console.print(str(summary))
+
+    console.rule("[bold]3/4 Building the journey table", style="cyan")
+    t0 = time.perf_counter()
+    journey_file = jm.journey_path()
+    built = "built" if jm.last_journey_built else "reused"
+    console.print(f"journey table {built} in {time.perf_counter() - t0:.1f} s: {journey_file}")
+
+    console.rule("[bold]4/4 Phase funnel and touchpoint reach", style="cyan")
+    reports = jm.settings.reports_dir
+    funnel_result = jm.funnel(lang=lang)
+    console.print(funnel_table(funnel_result, f"Phase funnel ({funnel_result.entered:,} customers)"))
+    reach_result = jm.reach(lang=lang)
+    console.print(reach_table(reach_result, "Touchpoint reach"))
+    written = [
+        funnel_result.write(reports / "funnel.csv"),
+        funnel_result.write(reports / "funnel.json"),
+        reach_result.write(reports / "reach.csv"),
+    ]
+    stats = jm.lake_stats()
+    jm.close()
+
+    console.rule("[bold]Where everything is", style="green")
+    rows = [
+        ("project", directory.resolve()),
+        ("journey spec", spec_path.resolve()),
+        ("event lake", f"{stats.path} ({stats.events:,} events, {stats.files} files)"),
+        ("ground truth", sim.truth_path.resolve()),
+        ("journey table", journey_file),
+        *(("analysis", p) for p in written),
+    ]
+    for label, value in rows:
+        console.print(f"  {label:<14} {value}")
+    console.print(
+        f"\nnext: journeymap -p {directory} analyze funnel --by touchpoint "
+        "--steps cart,checkout_start,checkout_size_select,payment,order --strict"
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

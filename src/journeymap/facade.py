@@ -1,0 +1,226 @@
+"""``Journeymap``: the one object behind the library, the CLI and (later) the server.
+
+    jm = Journeymap("my-project")              # reads journeymap.toml and journey.yaml there
+    jm.import_file("events.csv", mapping={"customer_id": "user_id"})
+    result = jm.funnel()                        # the phase funnel, a FunnelResult
+    result.to_pandas()
+
+Front doors add parsing and formatting only; every rule lives here or below.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from journeymap.analytics.engine import connect_duckdb, register_lake
+from journeymap.analytics.funnels import (
+    FunnelResult,
+    ReachResult,
+    StepLevel,
+    funnel,
+    touchpoint_reach,
+)
+from journeymap.analytics.journey import JourneyCache, build_journey
+from journeymap.config import Settings
+from journeymap.errors import ConfigError, LakeError
+from journeymap.model.spec import JourneySpec, load_spec
+from journeymap.storage.lake import AppendResult, CompactResult, DeltaEventStore, LakeStats
+
+if TYPE_CHECKING:
+    import ibis.expr.types as ir
+    import pyarrow as pa
+
+    from journeymap.importing import ImportSummary
+
+
+class Journeymap:
+    """A journeymap project: settings, spec, event lake and the analyses over them."""
+
+    def __init__(
+        self,
+        project: str | os.PathLike[str] = ".",
+        *,
+        spec: JourneySpec | str | os.PathLike[str] | None = None,
+        **settings: Any,
+    ) -> None:
+        self.settings = Settings.load(project, overrides=settings)
+        self._spec = spec if isinstance(spec, JourneySpec) else None
+        self._spec_path = Path(spec).resolve() if isinstance(spec, str | os.PathLike) else None
+        self.store = DeltaEventStore(self.settings.lake)
+        self._cache = JourneyCache(self.settings.cache_dir)
+        self._con: Any = None
+        self._journey: tuple[str, Path, ir.Table] | None = None
+        self.last_journey_built = False
+
+    # -- project ---------------------------------------------------------------------------
+    @property
+    def spec(self) -> JourneySpec:
+        """The journey spec (loaded on first use; errors name file and line)."""
+        if self._spec is None:
+            self._spec = load_spec(self._spec_path or self.settings.spec)
+        return self._spec
+
+    @property
+    def con(self) -> Any:
+        """The Ibis connection (DuckDB, in memory) analyses run on."""
+        if self.settings.engine != "duckdb":
+            raise ConfigError(
+                f"engine {self.settings.engine!r} is not served by the facade yet; use the "
+                "analytics functions with journeymap.analytics.engine.connect_pyspark()"
+            )
+        if self._con is None:
+            self._con = connect_duckdb(
+                threads=self.settings.threads, memory_limit=self.settings.memory_limit
+            )
+        return self._con
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.disconnect()
+            self._con = None
+            self._journey = None
+
+    def __enter__(self) -> Journeymap:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- events ----------------------------------------------------------------------------
+    def import_file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        format: Literal["csv", "jsonl", "parquet"] | None = None,
+        preset: Literal["segment", "ga4"] | None = None,
+        mapping: Mapping[str, str] | None = None,
+        timezone: str | None = None,
+        source: str | None = None,
+        progress: bool = False,
+    ) -> ImportSummary:
+        """Import a CSV / JSONL / Parquet file into the lake (idempotent; rejects to a file)."""
+        from journeymap.importing import import_file
+
+        p = Path(path)
+        rejects = self.settings.rejects_dir / f"{p.name}.rejects.jsonl"
+        return import_file(
+            self.store,
+            p,
+            format=format,
+            preset=preset,
+            mapping=mapping,
+            timezone=timezone or self.settings.timezone,
+            source=source,
+            default_currency=self.settings.currency,
+            rejects_path=rejects,
+            progress=progress,
+            max_line_bytes=self.settings.import_max_line_bytes,
+        )
+
+    def append(self, events: pa.Table) -> AppendResult:
+        """Append events that already follow ``EVENT_SCHEMA`` (idempotent on event_id)."""
+        return self.store.append(events)
+
+    def delete_customer(self, customer_id: str, anonymous_ids: Sequence[str] = ()) -> int:
+        return self.store.delete_customer(customer_id, anonymous_ids)
+
+    def compact(self, *, vacuum_hours: int | None = 168) -> CompactResult:
+        return self.store.compact(vacuum_hours=vacuum_hours)
+
+    def lake_stats(self) -> LakeStats:
+        return self.store.stats()
+
+    # -- the journey table -------------------------------------------------------------------
+    def events(self) -> ir.Table:
+        """The lake's current snapshot as an Ibis table."""
+        if not self.store.exists():
+            raise LakeError(
+                f"no event lake at {self.store.path}: import events first "
+                "(journeymap import FILE, or journeymap demo for sample data)"
+            )
+        return register_lake(self.con, self.store)
+
+    def journey(self) -> ir.Table:
+        """The journey table, built once per lake version and spec, then read from cache."""
+        version = self.store.version()
+        if version is None:
+            self.events()  # raises the LakeError that says what to do
+        key = JourneyCache.key(
+            self.store.path, version, self.spec, self.settings.session_gap_minutes
+        )
+        if self._journey is not None and self._journey[0] == key:
+            self.last_journey_built = False
+            return self._journey[2]
+        expr = build_journey(
+            self.events(), self.spec, session_gap_minutes=self.settings.session_gap_minutes
+        )
+        path, self.last_journey_built = self._cache.get_or_build(self.con, key, expr)
+        table = self.con.read_parquet(path, table_name="journey")
+        self._journey = (key, path, table)
+        return table
+
+    def journey_path(self) -> Path:
+        """The Parquet file of the current journey table (built if needed)."""
+        self.journey()
+        assert self._journey is not None
+        return self._journey[1]
+
+    # -- analyses ----------------------------------------------------------------------------
+    def funnel(
+        self,
+        steps: Sequence[str] | None = None,
+        *,
+        by: StepLevel = "phase",
+        skips: bool | None = None,
+        window_seconds: int | None = None,
+        lang: str | None = None,
+    ) -> FunnelResult:
+        """An ordered funnel; by default the phase funnel of the spec (skipping allowed)."""
+        spec = self.spec
+        if steps is None:
+            if by != "phase":
+                raise ConfigError(f"give the steps of a {by} funnel (e.g. steps=[...])")
+            steps = spec.phase_ids()
+        steps = list(steps)
+        self._check_steps(steps, by)
+        language = lang or spec.language
+        labels = [self._label(s, by, language) for s in steps]
+        return funnel(
+            self.journey(),
+            steps,
+            level=by,
+            skips=(by == "phase") if skips is None else skips,
+            window_seconds=window_seconds,
+            labels=labels,
+        )
+
+    def reach(self, *, lang: str | None = None) -> ReachResult:
+        """Customers, events and conversion per touchpoint of the spec."""
+        language = lang or self.spec.language
+        tps = [
+            (t.id, t.label_in(language), t.phase, t.channel) for t in self.spec.touchpoints
+        ]
+        return touchpoint_reach(self.journey(), tps)
+
+    def _check_steps(self, steps: Sequence[str], by: str) -> None:
+        if by == "phase":
+            allowed = self.spec.phase_ids()
+        elif by == "touchpoint":
+            allowed = [t.id for t in self.spec.touchpoints]
+        else:
+            return
+        unknown = [s for s in steps if s not in allowed]
+        if unknown:
+            raise ConfigError(
+                f"unknown {by}(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}"
+            )
+
+    def _label(self, step: str, by: str, lang: str) -> str:
+        if by == "phase":
+            return self.spec.phase(step).label_in(lang)
+        if by == "touchpoint":
+            return self.spec.touchpoint(step).label_in(lang)
+        return step

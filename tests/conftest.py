@@ -1,0 +1,56 @@
+"""Shared fixtures: hand-built events and small projects."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import ibis
+import pyarrow as pa
+import pytest
+
+from journeymap.model.events import EVENT_SCHEMA, conform
+
+
+def make_events(rows: list[dict[str, Any]]) -> pa.Table:
+    """Events from dicts; ``ts`` may be an ISO string with offset. Missing fields are null."""
+    names = [f.name for f in EVENT_SCHEMA if f.name not in ("ts_us", "event_date")]
+    cols: dict[str, list[Any]] = {n: [] for n in names}
+    for i, row in enumerate(rows):
+        unknown = set(row) - set(names)
+        assert not unknown, f"row {i}: unknown fields {unknown}"
+        for n in names:
+            value = row.get(n)
+            if n == "ts" and isinstance(value, str):
+                value = dt.datetime.fromisoformat(value).astimezone(dt.UTC)
+            if n == "event_id" and value is None:
+                value = f"e{i:04d}"
+            cols[n].append(value)
+    types = {f.name: f.type for f in EVENT_SCHEMA}
+    from decimal import Decimal
+
+    cols["revenue"] = [None if v is None else Decimal(str(v)) for v in cols["revenue"]]
+    table = pa.table({n: pa.array(v, type=types[n]) for n, v in cols.items()})
+    return conform(table)
+
+
+@pytest.fixture
+def events_factory() -> Callable[[list[dict[str, Any]]], pa.Table]:
+    return make_events
+
+
+@pytest.fixture
+def duck() -> Iterator[Any]:
+    con = ibis.duckdb.connect()
+    yield con
+    con.disconnect()
+
+
+def register(con: Any, table: pa.Table, name: str = "events") -> ibis.Table:
+    con.con.register(name, table)
+    return con.table(name)
+
+
+DEMO_SPEC = Path(__file__).parents[1] / "src" / "journeymap" / "simulate" / "demo_journey.yaml"
