@@ -153,7 +153,9 @@ def funnel_expr(
             both = seq.notnull() & reached[f"seq_{k - 1}"].notnull()
             aggs[f"both_{k}"] = both.sum()
             delta = reached[f"ts_{k}"] - reached[f"ts_{k - 1}"]
-            aggs[f"median_us_{k}"] = delta.median(where=both)
+            # nulls are ignored by median on every engine; median(where=...) is not portable
+            # (Spark wants a constant percentage in percentile())
+            aggs[f"median_us_{k}"] = ibis.ifelse(both, delta, ibis.null("int64")).median()
     return reached.aggregate(**aggs)
 
 
