@@ -131,3 +131,13 @@ def test_german_labels_for_the_six_phase_model():
     assert [p.label_in("de") for p in spec.phases] == [
         "Aufmerksamkeit", "Erwägung", "Präferenz", "Kauf", "Nachkauf", "Loyalität"
     ]
+
+
+def test_spec_reference_example_is_valid():
+    doc = (ROOT / "docs" / "spec.md").read_text(encoding="utf-8")
+    example = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    spec = parse_spec(example, "docs/spec.md")
+    assert spec.touchpoint("tiktok_ad").rule().where == {
+        "device": ["mobile"], "payment_method": ["card", "paypal"]
+    }
+    assert spec.touchpoint("cart").rule().event == ["cart"]
