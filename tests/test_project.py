@@ -141,3 +141,16 @@ def test_spec_reference_example_is_valid():
         "device": ["mobile"], "payment_method": ["card", "paypal"]
     }
     assert spec.touchpoint("cart").rule().event == ["cart"]
+
+
+def test_listed_phases_annotate_the_model_in_its_order():
+    spec = parse_spec(
+        "model: three-stage\nphases:\n  - id: after_purchase\n    measures: [Review request]\n"
+        "goal: {match: {event: x}}\n"
+    )
+    assert spec.phase_ids() == ["before_purchase", "during_purchase", "after_purchase"]
+    assert spec.phase("after_purchase").measures == [{"*": "Review request"}]
+    with pytest.raises(SpecError, match=r"j.yaml:3: phases\[0\].id: phase 'extra' is not in "
+                       r"model three-stage"):
+        parse_spec("model: three-stage\nphases:\n  - id: extra\ngoal: {match: {event: x}}\n",
+                   "j.yaml")

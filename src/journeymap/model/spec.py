@@ -187,16 +187,16 @@ class JourneySpec(_Strict):
             return data  # reported by the field check below
         data = dict(data)
         templates = {p.id: p for p in model.phases}
-        phases = data.get("phases")
-        if not phases:
-            data["phases"] = [{"id": p.id} for p in model.phases]
-        filled = []
-        for phase in data["phases"]:
-            if isinstance(phase, dict) and phase.get("id") in templates and "label" not in phase:
-                tpl = templates[phase["id"]]
-                phase = {**phase, "label": {"en": tpl.en, "de": tpl.de}}
-            filled.append(phase)
-        data["phases"] = filled
+        listed = data.get("phases") or []
+        by_id = {p.get("id"): p for p in listed if isinstance(p, dict)}
+        merged: list[Any] = []
+        for tpl in model.phases:  # the model's order; listed phases add their texts
+            phase = dict(by_id.get(tpl.id, {"id": tpl.id}))
+            phase.setdefault("label", {"en": tpl.en, "de": tpl.de})
+            merged.append(phase)
+        # phases the model does not have are kept so that validation can name them
+        merged += [p for p in listed if not (isinstance(p, dict) and p.get("id") in templates)]
+        data["phases"] = merged
         return data
 
     @field_validator("model")
@@ -256,6 +256,17 @@ def _check_references(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
         )
         raw_phases = []
     phase_ids = [p.get("id") for p in raw_phases if isinstance(p, dict)]
+    if model is not None and data.get("phases"):
+        phase_ids = model.phase_ids()
+        for i, p in enumerate(raw_phases):
+            if isinstance(p, dict) and p.get("id") not in phase_ids:
+                problems.append(
+                    (
+                        ("phases", i, "id"),
+                        f"phase {p.get('id')!r} is not in model {model.id} "
+                        f"({', '.join(phase_ids)}); drop `model:` to define your own phases",
+                    )
+                )
     for kind in ("phases", "touchpoints", "personas"):
         items = raw_phases if kind == "phases" else data.get(kind) or []
         seen: dict[Any, int] = {}
