@@ -54,3 +54,35 @@ def register(con: Any, table: pa.Table, name: str = "events") -> ibis.Table:
 
 
 DEMO_SPEC = Path(__file__).parents[1] / "src" / "journeymap" / "simulate" / "demo_journey.yaml"
+
+
+#: Marks for a module of Spark tests: ``pytestmark = SPARK_MARKS``.
+SPARK_MARKS = [
+    pytest.mark.spark,
+    # py4j leaves its gateway sockets to the garbage collector, and PySpark's toPandas path
+    # (which Ibis uses to collect results) trips pandas 3 deprecations.
+    pytest.mark.filterwarnings("ignore::ResourceWarning"),
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+    pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning"),
+]
+
+
+@pytest.fixture(scope="session")
+def spark_con() -> Iterator[Any]:
+    """One local SparkSession per test run (JVM start ~10 s), as an Ibis connection."""
+    pytest.importorskip("pyspark")
+    from pyspark.sql import SparkSession
+
+    from journeymap.analytics.engine import connect_pyspark
+
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("journeymap-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.driver.memory", "1g")
+        .config("spark.sql.session.timeZone", "UTC")
+        .getOrCreate()
+    )
+    yield connect_pyspark(session)
+    session.stop()

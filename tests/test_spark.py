@@ -12,7 +12,7 @@ from decimal import Decimal
 
 import pyarrow as pa
 import pytest
-from conftest import make_events
+from conftest import SPARK_MARKS, make_events
 
 from journeymap.analytics.engine import connect_duckdb, register_lake
 from journeymap.analytics.funnels import funnel
@@ -20,14 +20,7 @@ from journeymap.analytics.journey import build_journey
 from journeymap.model.spec import parse_spec
 from journeymap.storage.lake import DeltaEventStore
 
-pytestmark = [
-    pytest.mark.spark,
-    # py4j leaves its gateway sockets to the garbage collector, and PySpark's toPandas path
-    # (which Ibis uses to collect results) passes pandas 3's deprecated copy= keyword.
-    pytest.mark.filterwarnings("ignore::ResourceWarning"),
-    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
-    pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning"),
-]
+pytestmark = SPARK_MARKS
 
 SPEC = parse_spec(
     """
@@ -71,26 +64,6 @@ def golden_events(n: int = 3000, seed: int = 3) -> pa.Table:
         })
     rows = [r for r in rows if r["customer_id"] or r["anonymous_id"]]
     return make_events(rows)
-
-
-@pytest.fixture(scope="session")
-def spark_con():
-    pytest.importorskip("pyspark")
-    from pyspark.sql import SparkSession
-
-    from journeymap.analytics.engine import connect_pyspark
-
-    session = (
-        SparkSession.builder.master("local[2]")
-        .appName("journeymap-tests")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.driver.memory", "1g")
-        .config("spark.sql.session.timeZone", "UTC")
-        .getOrCreate()
-    )
-    yield connect_pyspark(session)
-    session.stop()
 
 
 @pytest.fixture(scope="module")

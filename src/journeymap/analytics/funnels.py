@@ -16,18 +16,15 @@ step. Times between steps are integer microseconds, reported as seconds.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import ibis
 import ibis.expr.types as ir
 
-if TYPE_CHECKING:
-    import pandas as pd
+from journeymap.analytics.results import TableResult
 
 StepLevel = Literal["phase", "touchpoint", "event", "channel"]
 _US = 1_000_000
@@ -57,7 +54,7 @@ class FunnelStep:
 
 
 @dataclass(frozen=True)
-class FunnelResult:
+class FunnelResult(TableResult):
     level: StepLevel
     steps: list[FunnelStep]
     entered: int
@@ -67,11 +64,6 @@ class FunnelResult:
     def to_records(self) -> list[dict[str, Any]]:
         return [asdict(s) for s in self.steps]
 
-    def to_pandas(self) -> pd.DataFrame:
-        import pandas as pd
-
-        return pd.DataFrame.from_records(self.to_records())
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "level": self.level,
@@ -80,18 +72,6 @@ class FunnelResult:
             "window_seconds": self.window_seconds,
             "steps": self.to_records(),
         }
-
-    def write(self, path: str | Path) -> Path:
-        """Write as CSV or JSON, chosen by the file's suffix."""
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        if p.suffix.lower() == ".json":
-            p.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-        elif p.suffix.lower() == ".csv":
-            self.to_pandas().to_csv(p, index=False)
-        else:
-            raise ValueError(f"{p}: write .csv or .json (got {p.suffix or 'no suffix'!r})")
-        return p
 
 
 def funnel_expr(
@@ -223,31 +203,15 @@ class TouchpointReach:
 
 
 @dataclass(frozen=True)
-class ReachResult:
+class ReachResult(TableResult):
     customers: int
     touchpoints: list[TouchpointReach]
 
     def to_records(self) -> list[dict[str, Any]]:
         return [asdict(t) for t in self.touchpoints]
 
-    def to_pandas(self) -> pd.DataFrame:
-        import pandas as pd
-
-        return pd.DataFrame.from_records(self.to_records())
-
     def to_dict(self) -> dict[str, Any]:
         return {"customers": self.customers, "touchpoints": self.to_records()}
-
-    def write(self, path: str | Path) -> Path:
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        if p.suffix.lower() == ".json":
-            p.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-        elif p.suffix.lower() == ".csv":
-            self.to_pandas().to_csv(p, index=False)
-        else:
-            raise ValueError(f"{p}: write .csv or .json (got {p.suffix or 'no suffix'!r})")
-        return p
 
 
 def reach_expr(journey: ir.Table) -> ir.Table:
