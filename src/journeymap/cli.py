@@ -20,8 +20,8 @@ from journeymap.config import SETTINGS, Settings, settings_markdown
 from journeymap.errors import JourneymapError
 from journeymap.facade import Journeymap
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
