@@ -107,8 +107,9 @@ WITH links AS (
   FROM t WINDOW w AS (PARTITION BY customer_id ORDER BY ts_us, event_id)
 )
 SELECT customer_id, step_index,
-  sum(is_session_start::BIGINT) OVER (PARTITION BY customer_id ORDER BY ts_us, event_id
-                                      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS session_index,
+  sum(is_session_start::BIGINT) OVER (
+    PARTITION BY customer_id ORDER BY ts_us, event_id
+    ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS session_index,
   is_session_start, event_id, anonymous_id, ts, ts_us, event, channel, campaign, source, touchpoint,
   CASE touchpoint {phase_case} ELSE NULL END AS phase,
   CASE touchpoint {index_case} ELSE NULL END::BIGINT AS phase_index,
@@ -205,7 +206,7 @@ def main() -> None:
     sql_m = max(m for _, m in results["sql"])
     print()
     print(f"journey table, {rows:,} events, {args.customers:,} customers, median of {args.reps}")
-    print(f"| approach | wall s | peak RSS MB |\n|---|---|---|")
+    print("| approach | wall s | peak RSS MB |\n|---|---|---|")
     print(f"| journeymap (Ibis → DuckDB, facade + cache write) | {jm_t:.2f} | {jm_m:.0f} |")
     print(f"| hand-written DuckDB SQL | {sql_t:.2f} | {sql_m:.0f} |")
     print(f"| **ratio journeymap / SQL** | **{jm_t / sql_t:.2f}×** | {jm_m / sql_m:.2f}× |")
