@@ -1,0 +1,1 @@
+"""Layouts: view model in, positioned ``Scene`` out. One module per figure."""
