@@ -19,7 +19,7 @@ ROOT = Path(__file__).parents[1]
 def test_exported_members_are_exactly_all():
     public = {name for name in dir(journeymap) if not name.startswith("_")}
     modules = {"analytics", "config", "errors", "facade", "model", "storage", "importing",
-               "simulate", "cli", "annotations"}
+               "simulate", "cli", "annotations", "collect", "server", "gdpr", "render"}
     assert public - modules == set(journeymap.__all__) - {"__version__"}
     for name in journeymap.__all__:
         assert hasattr(journeymap, name), name

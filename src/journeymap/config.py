@@ -63,6 +63,33 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _non_negative_float(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{value!r} is not a number") from None
+    if not number >= 0:
+        raise ValueError(f"{number} must be 0 or more")
+    return number
+
+
+def _database_url(value: Any) -> str:
+    text = str(value).strip()
+    scheme = text.split(":", 1)[0].split("+", 1)[0]
+    if scheme not in ("sqlite", "postgresql", "postgres"):
+        raise ValueError(
+            f"{text!r} is not a database URL; use sqlite:///data/journeymap.db or "
+            "postgresql://user@host/dbname"
+        )
+    netloc = text.split("://", 1)[1].split("/", 1)[0] if "://" in text else ""
+    if ":" in netloc.rpartition("@")[0]:
+        raise ValueError(
+            "the URL contains a password; put it in PGPASSWORD or ~/.pgpass instead "
+            "(secrets are never part of settings)"
+        )
+    return text
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -120,6 +147,72 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "Lines longer than this (bytes) are rejected on import instead of read.",
         _positive_int,
     ),
+    # -- the server, the collector and the operational database --
+    Setting(
+        "database",
+        "sqlite:///data/journeymap.db",
+        "The operational database (profiles, consent, the collector's inbox): a SQLite file "
+        "(relative to the project) or postgresql://user@host/dbname. Put a PostgreSQL password "
+        "in PGPASSWORD or ~/.pgpass, never in the URL.",
+        _database_url,
+    ),
+    Setting("server_host", "127.0.0.1", "Address `journeymap serve` listens on."),
+    Setting("server_port", 8000, "Port `journeymap serve` listens on.", _positive_int),
+    Setting(
+        "admin_token_file",
+        ".journeymap/admin_token",
+        "File holding the bearer token of the admin API (created with a random token by "
+        "`journeymap serve` when missing).",
+        is_path=True,
+    ),
+    Setting(
+        "cors_origins",
+        "*",
+        "Browser origins allowed to send events, comma-separated (`*`: any).",
+    ),
+    Setting(
+        "collector_max_request_bytes",
+        512_000,
+        "Largest collector request (bytes, after decompression); larger ones get 400.",
+        _positive_int,
+    ),
+    Setting(
+        "collector_max_message_bytes",
+        32_768,
+        "Largest message (bytes); larger ones go to the dead letters.",
+        _positive_int,
+    ),
+    Setting(
+        "collector_rate_limit",
+        0,
+        "Events per second per source (0: unlimited); a source's own limit wins. Over it: 429.",
+        _non_negative_int,
+    ),
+    Setting(
+        "collector_max_queued_events",
+        50_000,
+        "Events waiting to be committed beyond which the collector answers 429 (backpressure).",
+        _positive_int,
+    ),
+    Setting(
+        "loader_interval_seconds",
+        2.0,
+        "How often `journeymap serve` moves the inbox into the lake (0: never; then run "
+        "`journeymap load`).",
+        _non_negative_float,
+    ),
+    Setting(
+        "loader_batch_size",
+        20_000,
+        "Messages per loader round (one lake commit each).",
+        _positive_int,
+    ),
+    Setting(
+        "inbox_retention_days",
+        30,
+        "Days the inbox remembers loaded message ids, so that late resends are dropped.",
+        _positive_int,
+    ),
 )
 _BY_NAME: Final = {s.name: s for s in SETTINGS}
 
@@ -141,6 +234,18 @@ class Settings:
     threads: int
     memory_limit: str
     import_max_line_bytes: int
+    database: str
+    server_host: str
+    server_port: int
+    admin_token_file: Path
+    cors_origins: str
+    collector_max_request_bytes: int
+    collector_max_message_bytes: int
+    collector_rate_limit: int
+    collector_max_queued_events: int
+    loader_interval_seconds: float
+    loader_batch_size: int
+    inbox_retention_days: int
     #: where each value came from: "default", the project file, "env JOURNEYMAP_X", "argument"
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
 

@@ -1,0 +1,1 @@
+"""Collection: Segment / RudderStack / PostHog messages → inbox → profiles and the lake."""

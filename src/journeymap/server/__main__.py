@@ -1,0 +1,3 @@
+from journeymap.server.run import main
+
+main()
