@@ -43,8 +43,7 @@ def _positive_int(value: Any) -> int:
 
 
 def _non_negative_int(value: Any) -> int:
-    number = _positive_int(value) if value not in (0, "0") else 0
-    return number
+    return _positive_int(value) if value not in (0, "0") else 0
 
 
 def _currency(value: str) -> str:
