@@ -234,18 +234,6 @@ goal: {match: {event: order_completed}}
 )
 
 
-def apply_identity_map(events, id_map):
-    """The change proposed for analytics/journey.py: map stored ids to today's canonical
-    customer (a customer id through aliases; an anonymous id through identify)."""
-    users = id_map.filter(id_map.id_kind == "user").select(u_id="id", u_customer="customer_id")
-    anons = id_map.filter(id_map.id_kind == "anonymous").select(a_id="id", a_customer="customer_id")
-    t = events.left_join(users, events.customer_id == users.u_id)
-    t = t.left_join(anons, t.anonymous_id == anons.a_id)
-    return t.mutate(customer_id=ibis.coalesce(t.u_customer, t.customer_id, t.a_customer)).drop(
-        "u_id", "u_customer", "a_id", "a_customer"
-    )
-
-
 def test_a_late_identify_re_attributes_earlier_anonymous_events_in_the_journey(db, tmp_path):
     inbox, store = InboxStore(db), DeltaEventStore(tmp_path / "lake")
     loader = InboxLoader(db, store)
@@ -273,7 +261,7 @@ def test_a_late_identify_re_attributes_earlier_anonymous_events_in_the_journey(d
     con = ibis.duckdb.connect()
     con.con.register("events", store.dataset())
     con.con.register("ids", ProfileStore(db).identity_map())
-    journey = build_journey(apply_identity_map(con.table("events"), con.table("ids")), SPEC)
+    journey = build_journey(con.table("events"), SPEC, identity_map=con.table("ids"))
     out = journey.order_by("step_index").to_pyarrow().to_pylist()
     assert [(r["event_id"], r["customer_id"], r["step_index"]) for r in out] == [
         ("web:m0", "new", 1),

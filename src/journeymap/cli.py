@@ -103,7 +103,9 @@ def funnel_table(result: FunnelResult, title: str) -> Table:
 def reach_table(result: ReachResult, title: str) -> Table:
     table = Table(title=title, title_justify="left")
     for col in ("phase", "touchpoint", "channel", "customers", "reach", "events", "conversion"):
-        table.add_column(col, justify="left" if col in ("phase", "touchpoint", "channel") else "right")
+        table.add_column(
+            col, justify="left" if col in ("phase", "touchpoint", "channel") else "right"
+        )
     for t in result.touchpoints:
         table.add_row(
             t.phase,
@@ -158,12 +160,26 @@ def init(directory: Path, model: str, lang: str, name: str, timezone: str, force
 
 @main.command("import")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "parquet"]), default=None,
-              help="File format (default: from the file name).")
-@click.option("--preset", type=click.Choice(["segment", "ga4"]), default=None,
-              help="Column layout of a known export.")
-@click.option("--map", "mapping", default=None, metavar="FIELD=COLUMN,...",
-              help="Map event fields to your columns, e.g. customer_id=user_id,ts=timestamp.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "jsonl", "parquet"]),
+    default=None,
+    help="File format (default: from the file name).",
+)
+@click.option(
+    "--preset",
+    type=click.Choice(["segment", "ga4"]),
+    default=None,
+    help="Column layout of a known export.",
+)
+@click.option(
+    "--map",
+    "mapping",
+    default=None,
+    metavar="FIELD=COLUMN,...",
+    help="Map event fields to your columns, e.g. customer_id=user_id,ts=timestamp.",
+)
 @click.option("--timezone", default=None, help="Time zone of naive timestamps.")
 @click.option("--source", default=None, help="Source name stored with the events.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
@@ -206,11 +222,18 @@ def analyze() -> None:
 
 
 _fmt_option = click.option(
-    "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
-    show_default=True, help="What to print.",
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="What to print.",
 )
 _out_option = click.option(
-    "--out", "outs", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+    "--out",
+    "outs",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the result to this .csv or .json file (repeatable).",
 )
 
@@ -232,12 +255,21 @@ def parse_duration(text: str | None) -> int | None:
 
 
 @analyze.command("funnel")
-@click.option("--steps", default=None, metavar="A,B,C",
-              help="Ordered steps (default: the spec's phases).")
-@click.option("--by", type=click.Choice(["phase", "touchpoint", "event", "channel"]),
-              default="phase", show_default=True, help="What the steps name.")
-@click.option("--strict/--allow-skips", default=None,
-              help="Stop at the first missing step (default: skips allowed for phases).")
+@click.option(
+    "--steps", default=None, metavar="A,B,C", help="Ordered steps (default: the spec's phases)."
+)
+@click.option(
+    "--by",
+    type=click.Choice(["phase", "touchpoint", "event", "channel"]),
+    default="phase",
+    show_default=True,
+    help="What the steps name.",
+)
+@click.option(
+    "--strict/--allow-skips",
+    default=None,
+    help="Stop at the first missing step (default: skips allowed for phases).",
+)
 @click.option("--window", default=None, help="Conversion window from the first step, e.g. 7d.")
 @click.option("--lang", type=click.Choice(["en", "de"]), default=None)
 @_fmt_option
@@ -273,7 +305,9 @@ def analyze_funnel(
 def analyze_reach(ctx: click.Context, lang: str | None, fmt: str, outs: tuple[Path, ...]) -> None:
     """Customers, events and conversion per touchpoint."""
     result = _jm(ctx).reach(lang=lang)
-    _emit(result, fmt, outs, reach_table(result, f"Touchpoint reach ({result.customers:,} customers)"))
+    _emit(
+        result, fmt, outs, reach_table(result, f"Touchpoint reach ({result.customers:,} customers)")
+    )
 
 
 @main.group()
@@ -293,8 +327,13 @@ def lake_stats(ctx: click.Context) -> None:
 
 
 @lake.command("compact")
-@click.option("--vacuum-hours", type=int, default=168, show_default=True,
-              help="Keep files older versions may need for this long; 0 removes them now.")
+@click.option(
+    "--vacuum-hours",
+    type=int,
+    default=168,
+    show_default=True,
+    help="Keep files older versions may need for this long; 0 removes them now.",
+)
 @click.pass_context
 def lake_compact(ctx: click.Context, vacuum_hours: int) -> None:
     """Merge small files into large ones and remove files no longer referenced."""
@@ -344,8 +383,146 @@ def settings_cmd(ctx: click.Context, markdown: bool) -> None:
 
 
 @main.command()
-@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("demo"), show_default=True, help="Where the demo project goes.")
+@click.option("--host", default=None, help="Address to listen on (setting server_host).")
+@click.option("--port", type=int, default=None, help="Port (setting server_port).")
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+)
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None, log_level: str) -> None:
+    """Run the server: collector (Segment/RudderStack/PostHog compatible) and admin API."""
+    from journeymap.server.run import ensure_admin_token
+    from journeymap.server.run import serve as run_server
+
+    settings = Settings.load(cast(Path, ctx.obj))
+    token_path, created = ensure_admin_token(settings)
+    err_console.print(
+        f"admin token {'created in' if created else 'read from'} {token_path} (never printed)"
+    )
+    run_server(settings, host=host, port=port, log_level=log_level)
+
+
+@main.group()
+def sources() -> None:
+    """Sources that send events to the collector, each with its own write key."""
+
+
+@sources.command("add")
+@click.argument("name")
+@click.option("--rate-limit", type=int, default=None, help="Events per second allowed.")
+@click.pass_context
+def sources_add(ctx: click.Context, name: str, rate_limit: int | None) -> None:
+    """Create a source and print its write key (shown once)."""
+    with _jm(ctx) as jm:
+        src, key = jm.add_source(name, rate_limit=rate_limit)
+    console.print(f"source {src.name} created; write key (store it now, it is not shown again):")
+    click.echo(key)
+
+
+@sources.command("list")
+@click.pass_context
+def sources_list(ctx: click.Context) -> None:
+    """List the sources (names, key hints, rate limits)."""
+    with _jm(ctx) as jm:
+        rows = jm.sources()
+    table = Table(title="Sources", title_justify="left")
+    for col in ("name", "key", "rate limit (events/s)"):
+        table.add_column(col)
+    for src in rows:
+        table.add_row(src.name, src.key_hint, str(src.rate_limit or "–"))
+    console.print(table)
+
+
+@sources.command("rotate")
+@click.argument("name")
+@click.pass_context
+def sources_rotate(ctx: click.Context, name: str) -> None:
+    """Give a source a new write key; the old key stops working."""
+    with _jm(ctx) as jm:
+        key = jm.rotate_source(name)
+    console.print(f"new write key for {name}:")
+    click.echo(key)
+
+
+@sources.command("remove")
+@click.argument("name")
+@click.pass_context
+def sources_remove(ctx: click.Context, name: str) -> None:
+    """Remove a source (its key stops working; its events stay)."""
+    with _jm(ctx) as jm:
+        jm.remove_source(name)
+    console.print(f"source {name} removed")
+
+
+@main.command()
+@click.pass_context
+def load(ctx: click.Context) -> None:
+    """Move collected events from the inbox into the lake (exactly once)."""
+    with _jm(ctx) as jm:
+        results = jm.load()
+    appended = sum(r.appended for r in results)
+    dead = sum(r.dead_letters for r in results)
+    console.print(
+        f"loaded {appended:,} new events in {len(results)} round(s) into {jm.store.path}"
+        + (f"; {dead:,} invalid messages in the dead-letter table" if dead else "")
+    )
+
+
+@main.group()
+def gdpr() -> None:
+    """Data-subject requests: export or erase everything about a customer."""
+
+
+@gdpr.command("export")
+@click.argument("customer")
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the JSON here instead of printing it.",
+)
+@click.pass_context
+def gdpr_export(ctx: click.Context, customer: str, out: Path | None) -> None:
+    """Events, profile, traits and consent of CUSTOMER (any of its ids) as JSON."""
+    import json
+
+    with _jm(ctx) as jm:
+        doc = jm.gdpr_export(customer)
+    text = json.dumps(doc, indent=2, ensure_ascii=False, default=str)
+    if out is None:
+        click.echo(text)
+    else:
+        out.write_text(text + "\n", encoding="utf-8")
+        err_console.print(f"wrote {out}")
+
+
+@gdpr.command("delete")
+@click.argument("customer")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def gdpr_delete(ctx: click.Context, customer: str, yes: bool) -> None:
+    """Erase CUSTOMER everywhere: lake (files vacuumed), inbox, profiles, identity links."""
+    if not yes:
+        click.confirm(f"erase every record of {customer!r} for good?", abort=True)
+    with _jm(ctx) as jm:
+        receipt = jm.gdpr_delete(customer)
+    counts = ", ".join(f"{k} {v:,}" for k, v in receipt.counts.items() if v)
+    console.print(f"erased ({counts or 'nothing found'}); logged as request {receipt.request_id}")
+
+
+@main.command()
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo"),
+    show_default=True,
+    help="Where the demo project goes.",
+)
 @click.option("--customers", type=click.IntRange(min=100), default=20_000, show_default=True)
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--lang", type=click.Choice(["en", "de"]), default="en", show_default=True)
@@ -374,9 +551,9 @@ def demo(directory: Path, customers: int, seed: int, lang: str) -> None:
 
     console.rule("[bold]2/4 Importing into the event lake", style="cyan")
     jm = Journeymap(directory)
-    files = sorted(sim.events_path.glob("*.parquet")) if sim.events_path.is_dir() else [
-        sim.events_path
-    ]
+    files = (
+        sorted(sim.events_path.glob("*.parquet")) if sim.events_path.is_dir() else [sim.events_path]
+    )
     for f in files:
         summary = jm.import_file(f, source="simulator", progress=True)
         console.print(str(summary))
@@ -390,7 +567,9 @@ def demo(directory: Path, customers: int, seed: int, lang: str) -> None:
     console.rule("[bold]4/4 Phase funnel and touchpoint reach", style="cyan")
     reports = jm.settings.reports_dir
     funnel_result = jm.funnel(lang=lang)
-    console.print(funnel_table(funnel_result, f"Phase funnel ({funnel_result.entered:,} customers)"))
+    console.print(
+        funnel_table(funnel_result, f"Phase funnel ({funnel_result.entered:,} customers)")
+    )
     reach_result = jm.reach(lang=lang)
     console.print(reach_table(reach_result, "Touchpoint reach"))
     written = [

@@ -33,7 +33,13 @@ if TYPE_CHECKING:
     import ibis.expr.types as ir
     import pyarrow as pa
 
+    from journeymap.collect.loader import LoadResult
+    from journeymap.collect.sources import Source
+    from journeymap.gdpr import ErasureReceipt
     from journeymap.importing import ImportSummary
+    from journeymap.storage.db import OperationalDB
+    from journeymap.storage.inbox import DeadLetter
+    from journeymap.storage.profiles import Profile, ProfileStore
 
 
 class Journeymap:
@@ -52,6 +58,7 @@ class Journeymap:
         self.store = DeltaEventStore(self.settings.lake)
         self._cache = JourneyCache(self.settings.cache_dir)
         self._con: Any = None
+        self._db: OperationalDB | None = None
         self._journey: tuple[str, Path, ir.Table] | None = None
         self.last_journey_built = False
 
@@ -77,11 +84,42 @@ class Journeymap:
             )
         return self._con
 
+    @property
+    def db(self) -> OperationalDB:
+        """The operational database (profiles, consent, sources, inbox); created on first use."""
+        if self._db is None:
+            from journeymap.storage.db import OperationalDB, database_url
+
+            self._db = OperationalDB(
+                database_url(self.settings.database, self.settings.project_dir)
+            )
+        return self._db
+
+    def has_db(self) -> bool:
+        """Whether an operational database exists (without creating one)."""
+        if self._db is not None:
+            return True
+        from journeymap.storage.db import database_url
+
+        url = database_url(self.settings.database, self.settings.project_dir)
+        if url.get_backend_name() != "sqlite":
+            return True
+        return bool(url.database) and Path(str(url.database)).exists()
+
+    @property
+    def profiles(self) -> ProfileStore:
+        from journeymap.storage.profiles import ProfileStore
+
+        return ProfileStore(self.db)
+
     def close(self) -> None:
         if self._con is not None:
             self._con.disconnect()
             self._con = None
             self._journey = None
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     def __enter__(self) -> Journeymap:
         return self
@@ -144,18 +182,31 @@ class Journeymap:
         return register_lake(self.con, self.store)
 
     def journey(self) -> ir.Table:
-        """The journey table, built once per lake version and spec, then read from cache."""
+        """The journey table, built once per lake version, spec and identity graph, then read
+        from cache."""
         version = self.store.version()
         if version is None:
             self.events()  # raises the LakeError that says what to do
+        identity_version = self.profiles.identity_version() if self.has_db() else None
         key = JourneyCache.key(
-            self.store.path, version, self.spec, self.settings.session_gap_minutes
+            self.store.path,
+            version,
+            self.spec,
+            self.settings.session_gap_minutes,
+            identity_version,
         )
         if self._journey is not None and self._journey[0] == key:
             self.last_journey_built = False
             return self._journey[2]
+        id_map = None
+        if identity_version:  # 0 or None: no links recorded, nothing to resolve
+            self.con.con.register("identity_map", self.profiles.identity_map())
+            id_map = self.con.table("identity_map")
         expr = build_journey(
-            self.events(), self.spec, session_gap_minutes=self.settings.session_gap_minutes
+            self.events(),
+            self.spec,
+            session_gap_minutes=self.settings.session_gap_minutes,
+            identity_map=id_map,
         )
         path, self.last_journey_built = self._cache.get_or_build(self.con, key, expr)
         table = self.con.read_parquet(path, table_name="journey")
@@ -167,6 +218,68 @@ class Journeymap:
         self.journey()
         assert self._journey is not None
         return self._journey[1]
+
+    # -- collection: sources, inbox, profiles, GDPR ------------------------------------------
+    def add_source(self, name: str, *, rate_limit: int | None = None) -> tuple[Source, str]:
+        """Create a source; returns it and its write key (shown once, stored hashed)."""
+        from journeymap.collect.sources import SourceRegistry
+
+        return SourceRegistry(self.db).add(name, rate_limit=rate_limit)
+
+    def sources(self) -> list[Source]:
+        from journeymap.collect.sources import SourceRegistry
+
+        return SourceRegistry(self.db).list()
+
+    def rotate_source(self, name: str) -> str:
+        """A new write key for ``name`` (the old one stops working)."""
+        from journeymap.collect.sources import SourceRegistry
+
+        return SourceRegistry(self.db).rotate(name)
+
+    def remove_source(self, name: str) -> None:
+        from journeymap.collect.sources import SourceRegistry
+
+        SourceRegistry(self.db).remove(name)
+
+    def load(self) -> list[LoadResult]:
+        """Move every collected message from the inbox into the lake (exactly once)."""
+        from journeymap.collect.loader import InboxLoader
+
+        loader = InboxLoader(
+            self.db,
+            self.store,
+            default_currency=self.settings.currency,
+            retention_days=self.settings.inbox_retention_days,
+        )
+        results = loader.load_all()
+        loader.prune()
+        return results
+
+    def dead_letters(self, limit: int = 100, source: str | None = None) -> list[DeadLetter]:
+        from journeymap.storage.inbox import InboxStore
+
+        return InboxStore(self.db).dead_letters(limit=limit, source=source)
+
+    def profile(self, any_id: str) -> Profile | None:
+        """The profile behind a customer, user or anonymous id."""
+        return self.profiles.find(any_id)
+
+    def gdpr_export(self, any_id: str) -> dict[str, Any]:
+        """Everything held about a customer: events, profile, traits, consent (JSON-ready)."""
+        from journeymap.gdpr import export_customer
+
+        return export_customer(self.db, self.store, any_id)
+
+    def gdpr_delete(self, any_id: str) -> ErasureReceipt:
+        """Erase a customer everywhere (lake files vacuumed, profiles, inbox, caches)."""
+        from journeymap.gdpr import delete_customer
+
+        receipt = delete_customer(
+            self.db, self.store, any_id, cache_dirs=(self.settings.cache_dir,)
+        )
+        self._journey = None
+        return receipt
 
     # -- analyses ----------------------------------------------------------------------------
     def funnel(
@@ -200,9 +313,7 @@ class Journeymap:
     def reach(self, *, lang: str | None = None) -> ReachResult:
         """Customers, events and conversion per touchpoint of the spec."""
         language = lang or self.spec.language
-        tps = [
-            (t.id, t.label_in(language), t.phase, t.channel) for t in self.spec.touchpoints
-        ]
+        tps = [(t.id, t.label_in(language), t.phase, t.channel) for t in self.spec.touchpoints]
         return touchpoint_reach(self.journey(), tps)
 
     def _check_steps(self, steps: Sequence[str], by: str) -> None:

@@ -127,10 +127,37 @@ def stitched_customer(events: ir.Table) -> ir.Table:
     ).drop("linked_customer", *[c for c in joined.columns if c.endswith("_right")])
 
 
+def apply_identity_map(events: ir.Table, id_map: ir.Table) -> ir.Table:
+    """Events with ``customer_id`` replaced by the canonical customer of the identity graph.
+
+    ``id_map`` has ``(id_kind, id, customer_id)`` rows (``ProfileStore.identity_map()``): a
+    user id maps to its canonical customer (aliases merge two user ids), an anonymous id to the
+    customer it is linked to. A late identify therefore re-attributes earlier anonymous events.
+    """
+    users = id_map.filter(id_map.id_kind == "user").select(u_id="id", u_customer="customer_id")
+    anons = id_map.filter(id_map.id_kind == "anonymous").select(a_id="id", a_customer="customer_id")
+    t = events.left_join(users, events.customer_id == users.u_id)
+    t = t.left_join(anons, t.anonymous_id == anons.a_id)
+    return t.mutate(customer_id=ibis.coalesce(t.u_customer, t.customer_id, t.a_customer)).drop(
+        "u_id", "u_customer", "a_id", "a_customer"
+    )
+
+
 def build_journey(
-    events: ir.Table, spec: JourneySpec, *, session_gap_minutes: int = 30, stitch: bool = True
+    events: ir.Table,
+    spec: JourneySpec,
+    *,
+    session_gap_minutes: int = 30,
+    stitch: bool = True,
+    identity_map: ir.Table | None = None,
 ) -> ir.Table:
-    """The journey table expression for ``events`` under ``spec``."""
+    """The journey table expression for ``events`` under ``spec``.
+
+    With ``identity_map`` (the profiles' identity graph) ids are resolved through it first;
+    stitching then covers anonymous ids the graph does not know.
+    """
+    if identity_map is not None:
+        events = apply_identity_map(events, identity_map)
     t = (
         stitched_customer(events)
         if stitch
@@ -182,7 +209,13 @@ class JourneyCache:
         self.dir = Path(cache_dir) / "journey"
 
     @staticmethod
-    def key(lake: Path, lake_version: int | None, spec: JourneySpec, gap_minutes: int) -> str:
+    def key(
+        lake: Path,
+        lake_version: int | None,
+        spec: JourneySpec,
+        gap_minutes: int,
+        identity_version: int | None = None,
+    ) -> str:
         blob = "|".join(
             map(
                 str,
@@ -192,6 +225,7 @@ class JourneyCache:
                     lake_version,
                     spec.fingerprint(),
                     gap_minutes,
+                    identity_version,
                 ),
             )
         )

@@ -248,14 +248,15 @@ def _check_references(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
     Works on the raw YAML data so that these are reported together with field errors.
     """
     problems: list[tuple[Loc, str]] = []
-    model = PHASE_MODELS.get(data.get("model")) if isinstance(data.get("model"), str) else None
+    model_name = data.get("model")
+    model = PHASE_MODELS.get(model_name) if isinstance(model_name, str) else None
     raw_phases = data.get("phases") or ([{"id": p.id} for p in model.phases] if model else [])
     if not isinstance(raw_phases, list) or not raw_phases:
         problems.append(
             (("phases",), f"no phases: list them or name a model ({', '.join(PHASE_MODELS)})")
         )
         raw_phases = []
-    phase_ids = [p.get("id") for p in raw_phases if isinstance(p, dict)]
+    phase_ids: list[str] = [str(p.get("id")) for p in raw_phases if isinstance(p, dict)]
     if model is not None and data.get("phases"):
         phase_ids = model.phase_ids()
         for i, p in enumerate(raw_phases):
@@ -390,8 +391,8 @@ def parse_spec(text: str, file: str = "<spec>") -> JourneySpec:
             loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
             msg = _pydantic_message(err, loc)
             problems.append(SpecProblem(file, located.line(loc), _field_path(loc), msg))
-    for loc, msg in _check_references(data):
-        problems.append(SpecProblem(file, located.line(loc), _field_path(loc), msg))
+    for ref_loc, msg in _check_references(data):
+        problems.append(SpecProblem(file, located.line(ref_loc), _field_path(ref_loc), msg))
     if problems or spec is None:
         problems.sort(key=lambda p: p.line or 0)
         raise SpecError(problems)
