@@ -227,7 +227,7 @@ def profiles() -> list[PersonaProfile]:
             0.061,
             ("social_ads",),
             "22–01",
-            ("social_ad", "product_page", "checkout_start"),
+            ("social_ad", "product_page", "checkout"),
             {"awareness": 1.3, "consideration": 0.2, "purchase": -1.6, "after_sale": -0.2},
         ),
     ]

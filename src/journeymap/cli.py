@@ -593,7 +593,7 @@ def demo(directory: Path, customers: int, seed: int, lang: str) -> None:
         console.print(f"  {label:<14} {value}")
     console.print(
         f"\nnext: journeymap -p {directory} analyze funnel --by touchpoint "
-        "--steps cart,checkout_start,checkout_size_select,payment,order --strict"
+        "--steps cart,checkout,checkout_size_select,payment,order --strict"
     )
 
 
