@@ -16,11 +16,13 @@ from rich.table import Table
 
 from journeymap import __version__
 from journeymap.analytics.funnels import FunnelResult, ReachResult
+from journeymap.analytics.results import TableResult
 from journeymap.config import SETTINGS, Settings, settings_markdown
 from journeymap.errors import JourneymapError
 from journeymap.facade import Journeymap
 
-console = Console(highlight=False, soft_wrap=True)
+# Wide tables when the output is a file or a pipe (rich would assume 80 columns).
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -119,7 +121,35 @@ def reach_table(result: ReachResult, title: str) -> Table:
     return table
 
 
-def _emit(result: FunnelResult | ReachResult, fmt: str, outs: Sequence[Path], table: Table) -> None:
+def records_table(records: Sequence[dict[str, Any]], title: str, limit: int = 60) -> Table:
+    """Any result's rows as a table (numbers right-aligned, floats to 3 decimals)."""
+    table = Table(title=title, title_justify="left")
+    if not records:
+        table.add_column("(no rows)")
+        return table
+    columns = list(records[0])
+    for col in columns:
+        numeric = isinstance(records[0][col], int | float) and not isinstance(records[0][col], bool)
+        table.add_column(col, justify="right" if numeric else "left")
+    for row in records[:limit]:
+        cells = []
+        for col in columns:
+            v = row.get(col)
+            if v is None:
+                cells.append("–")
+            elif isinstance(v, float):
+                cells.append(f"{v:,.3f}")
+            elif isinstance(v, int) and not isinstance(v, bool):
+                cells.append(f"{v:,}")
+            else:
+                cells.append(str(v))
+        table.add_row(*cells)
+    if len(records) > limit:
+        table.caption = f"{len(records) - limit:,} more rows: use --format csv or --out"
+    return table
+
+
+def _emit(result: TableResult, fmt: str, outs: Sequence[Path], table: Table | None = None) -> None:
     if fmt == "json":
         import json
 
@@ -127,7 +157,7 @@ def _emit(result: FunnelResult | ReachResult, fmt: str, outs: Sequence[Path], ta
     elif fmt == "csv":
         click.echo(result.to_pandas().to_csv(index=False), nl=False)
     else:
-        console.print(table)
+        console.print(table if table is not None else records_table(result.to_records(), ""))
     for out in outs:
         written = result.write(out)
         err_console.print(f"wrote {written}")
@@ -308,6 +338,170 @@ def analyze_reach(ctx: click.Context, lang: str | None, fmt: str, outs: tuple[Pa
     _emit(
         result, fmt, outs, reach_table(result, f"Touchpoint reach ({result.customers:,} customers)")
     )
+
+
+@analyze.command("attribution")
+@click.option(
+    "--by", type=click.Choice(["channel", "touchpoint"]), default="channel", show_default=True
+)
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    type=click.Choice(
+        ["first", "last", "linear", "time_decay", "position_based", "markov", "shapley"]
+    ),
+    help="Model to run (repeatable; default: all).",
+)
+@click.option(
+    "--touch",
+    type=click.Choice(["session", "event"]),
+    default="session",
+    show_default=True,
+    help="Count each session's entry, or every event, as a touch.",
+)
+@click.option(
+    "--lookback",
+    default="30d",
+    show_default=True,
+    help="Touches this long before a conversion count (e.g. 30d), or 'none'.",
+)
+@click.option("--markov-order", type=click.IntRange(1, 4), default=1, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of sampled Shapley.")
+@click.option(
+    "--paths",
+    "paths_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Attribute a path file (path;total_conversions;…) instead.",
+)
+@_fmt_option
+@_out_option
+@click.pass_context
+def analyze_attribution(
+    ctx: click.Context,
+    by: str,
+    models: tuple[str, ...],
+    touch: str,
+    lookback: str,
+    markov_order: int,
+    seed: int,
+    paths_file: Path | None,
+    fmt: str,
+    outs: tuple[Path, ...],
+) -> None:
+    """Conversions credited per channel or touchpoint: heuristics, Markov, Shapley."""
+    if paths_file is not None:
+        from journeymap.analytics.attribution import PATH_MODELS, attribution_from_paths
+
+        result = attribution_from_paths(
+            paths_file,
+            models=cast(Any, models or PATH_MODELS),
+            markov_order=markov_order,
+            seed=seed,
+        )
+    else:
+        look = None if lookback.strip().lower() == "none" else parse_duration(lookback)
+        result = _jm(ctx).attribution(
+            by=cast(Any, by),
+            models=models or None,
+            touch=cast(Any, touch),
+            lookback_days=None if look is None else look / 86400,
+            markov_order=markov_order,
+            seed=seed,
+        )
+    _emit(result, fmt, outs, records_table(result.to_records(), f"Attribution by {by}"))
+
+
+@analyze.command("experience")
+@click.option("--confidence", type=float, default=0.95, show_default=True)
+@click.option("--lang", type=click.Choice(["en", "de"]), default=None)
+@_fmt_option
+@_out_option
+@click.pass_context
+def analyze_experience(
+    ctx: click.Context, confidence: float, lang: str | None, fmt: str, outs: tuple[Path, ...]
+) -> None:
+    """NPS, CSAT and CES per touchpoint and phase, with sample sizes and intervals."""
+    result = _jm(ctx).experience(confidence=confidence, lang=lang)
+    _emit(result, fmt, outs, records_table(result.to_records(), "Experience"))
+
+
+@analyze.command("retention")
+@click.option(
+    "--period", type=click.Choice(["day", "week", "month"]), default="week", show_default=True
+)
+@click.option(
+    "--cohort",
+    type=click.Choice(["first_event", "first_conversion"]),
+    default="first_event",
+    show_default=True,
+)
+@click.option(
+    "--activity", type=click.Choice(["any", "conversion"]), default="any", show_default=True
+)
+@click.option("--breakdown", default=None, help="A journey column, e.g. device or channel.")
+@_fmt_option
+@_out_option
+@click.pass_context
+def analyze_retention(
+    ctx: click.Context,
+    period: str,
+    cohort: str,
+    activity: str,
+    breakdown: str | None,
+    fmt: str,
+    outs: tuple[Path, ...],
+) -> None:
+    """Cohort retention matrix."""
+    result = _jm(ctx).retention(
+        period=cast(Any, period),
+        cohort=cast(Any, cohort),
+        activity=cast(Any, activity),
+        breakdown=breakdown,
+    )
+    _emit(result, fmt, outs, records_table(result.to_records(), f"Retention by {period}"))
+
+
+@analyze.command("rfm")
+@_fmt_option
+@_out_option
+@click.pass_context
+def analyze_rfm(ctx: click.Context, fmt: str, outs: tuple[Path, ...]) -> None:
+    """Recency / frequency / monetary scores and segments of every buyer."""
+    result = _jm(ctx).rfm()
+    _emit(result, fmt, outs, records_table(result.to_records(), "RFM"))
+
+
+@analyze.command("repeat")
+@click.option("--within", default=None, help="Second purchase within, e.g. 90d.")
+@_fmt_option
+@_out_option
+@click.pass_context
+def analyze_repeat(
+    ctx: click.Context, within: str | None, fmt: str, outs: tuple[Path, ...]
+) -> None:
+    """Repeat-purchase rate."""
+    seconds = parse_duration(within)
+    result = _jm(ctx).repeat_purchase(within_days=None if seconds is None else seconds // 86400)
+    _emit(result, fmt, outs, records_table(result.to_records(), "Repeat purchase"))
+
+
+@analyze.command("lapsed")
+@click.option(
+    "--k",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="Lapsed after k times the customer's own median purchase gap.",
+)
+@_fmt_option
+@_out_option
+@click.pass_context
+def analyze_lapsed(ctx: click.Context, k: float, fmt: str, outs: tuple[Path, ...]) -> None:
+    """Customers inactive beyond their own purchase cadence."""
+    result = _jm(ctx).lapsed(k=k)
+    _emit(result, fmt, outs, records_table(result.to_records(), "Lapsed customers"))
 
 
 @main.group()

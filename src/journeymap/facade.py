@@ -30,9 +30,19 @@ from journeymap.model.spec import JourneySpec, load_spec
 from journeymap.storage.lake import AppendResult, CompactResult, DeltaEventStore, LakeStats
 
 if TYPE_CHECKING:
+    import datetime as dt
+
     import ibis.expr.types as ir
     import pyarrow as pa
 
+    from journeymap.analytics.attribution import AttributionResult
+    from journeymap.analytics.experience import ExperienceResult
+    from journeymap.analytics.retention import (
+        LapsedResult,
+        RepeatPurchaseResult,
+        RetentionResult,
+        RFMResult,
+    )
     from journeymap.collect.loader import LoadResult
     from journeymap.collect.sources import Source
     from journeymap.gdpr import ErasureReceipt
@@ -315,6 +325,80 @@ class Journeymap:
         language = lang or self.spec.language
         tps = [(t.id, t.label_in(language), t.phase, t.channel) for t in self.spec.touchpoints]
         return touchpoint_reach(self.journey(), tps)
+
+    def attribution(
+        self,
+        *,
+        by: Literal["channel", "touchpoint"] = "channel",
+        models: Sequence[str] | None = None,
+        touch: Literal["event", "session"] = "session",
+        lookback_days: float | None = 30,
+        markov_order: int = 1,
+        **options: Any,
+    ) -> AttributionResult:
+        """Credit for conversions per channel or touchpoint under several models.
+
+        ``touch="session"`` (the default) counts how each session began, the usual unit of
+        marketing attribution; ``"event"`` counts every event. ``options`` go to
+        ``journeymap.analytics.attribution.attribution`` (half_life_days, seed, …).
+        """
+        from journeymap.analytics.attribution import MODELS, attribution
+
+        return attribution(
+            self.journey(),
+            level=by,
+            models=tuple(models) if models else MODELS,  # type: ignore[arg-type]
+            touch=touch,
+            lookback_days=lookback_days,
+            markov_order=markov_order,
+            **options,
+        )
+
+    def experience(self, *, confidence: float = 0.95, lang: str | None = None) -> ExperienceResult:
+        """NPS, CSAT and CES per touchpoint and phase, with sample sizes and intervals."""
+        from journeymap.analytics.experience import experience
+
+        return experience(self.journey(), self.spec, confidence=confidence, lang=lang)
+
+    def retention(
+        self,
+        *,
+        period: Literal["day", "week", "month"] = "week",
+        cohort: Literal["first_event", "first_conversion"] = "first_event",
+        activity: Literal["any", "conversion"] = "any",
+        breakdown: str | None = None,
+        **options: Any,
+    ) -> RetentionResult:
+        """The cohort retention matrix (optionally broken down by a journey column)."""
+        from journeymap.analytics.retention import retention
+
+        return retention(
+            self.journey(),
+            period=period,
+            cohort=cohort,
+            activity=activity,
+            breakdown=breakdown,
+            **options,
+        )
+
+    def repeat_purchase(self, *, within_days: int | None = None) -> RepeatPurchaseResult:
+        from journeymap.analytics.retention import repeat_purchase
+
+        return repeat_purchase(self.journey(), within_days=within_days)
+
+    def rfm(self, *, as_of: dt.datetime | None = None) -> RFMResult:
+        """Recency / frequency / monetary scores and named segments of every buyer."""
+        from journeymap.analytics.retention import rfm
+
+        return rfm(self.journey(), as_of=as_of)
+
+    def lapsed(
+        self, *, k: float = 2.0, as_of: dt.datetime | None = None, min_purchases: int = 2
+    ) -> LapsedResult:
+        """Customers inactive for longer than ``k`` times their own purchase cadence."""
+        from journeymap.analytics.retention import lapsed
+
+        return lapsed(self.journey(), k=k, as_of=as_of, min_purchases=min_purchases)
 
     def _check_steps(self, steps: Sequence[str], by: str) -> None:
         if by == "phase":
