@@ -6,8 +6,8 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from conftest import make_events
 
+from conftest import make_events
 from journeymap import Journeymap
 from journeymap.cli import human_duration, main, parse_duration
 
@@ -31,10 +31,18 @@ def project(tmp_path):
     for i, c in enumerate(["a", "b", "c", "d"]):
         rows.append({"customer_id": c, "ts": f"2026-01-0{i + 1}T10:00:00+00:00", "event": "ad"})
         if c in "abc":
-            rows.append({"customer_id": c, "ts": f"2026-01-0{i + 1}T10:05:00+00:00", "event": "cart"})
+            rows.append(
+                {"customer_id": c, "ts": f"2026-01-0{i + 1}T10:05:00+00:00", "event": "cart"}
+            )
         if c in "ab":
-            rows.append({"customer_id": c, "ts": f"2026-01-0{i + 1}T11:00:00+00:00",
-                         "event": "order_completed", "revenue": 10})
+            rows.append(
+                {
+                    "customer_id": c,
+                    "ts": f"2026-01-0{i + 1}T11:00:00+00:00",
+                    "event": "order_completed",
+                    "revenue": 10,
+                }
+            )
     rows = [dict(r, event_id=f"e{i}") for i, r in enumerate(rows)]
     with Journeymap(tmp_path) as jm:
         jm.append(make_events(rows))
@@ -56,15 +64,32 @@ def wide_terminal(monkeypatch):
 def test_funnel_table_uses_the_spec_language(project):
     r = run("-p", str(project), "analyze", "funnel")
     assert r.exit_code == 0, r.output
-    assert "Vor dem Kauf" in r.output and "Während des Kaufs" in r.output
+    assert "Vor dem Kauf" in r.output
+    assert "Während des Kaufs" in r.output
     assert "75.0 %" in r.output  # 3 of 4 reached the purchase stage
 
 
 def test_funnel_json_and_files(project, tmp_path):
     out_csv, out_json = tmp_path / "o" / "f.csv", tmp_path / "o" / "f.json"
-    r = run("-p", str(project), "analyze", "funnel", "--by", "touchpoint", "--steps",
-            "ad,cart,order", "--strict", "--window", "2h", "--format", "json",
-            "--out", str(out_csv), "--out", str(out_json))
+    r = run(
+        "-p",
+        str(project),
+        "analyze",
+        "funnel",
+        "--by",
+        "touchpoint",
+        "--steps",
+        "ad,cart,order",
+        "--strict",
+        "--window",
+        "2h",
+        "--format",
+        "json",
+        "--out",
+        str(out_csv),
+        "--out",
+        str(out_json),
+    )
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
     assert [s["customers"] for s in data["steps"]] == [4, 3, 2]
@@ -74,8 +99,9 @@ def test_funnel_json_and_files(project, tmp_path):
 
 
 def test_unknown_step_is_a_clear_error(project):
-    r = CliRunner().invoke(main, ["-p", str(project), "analyze", "funnel", "--by", "touchpoint",
-                                  "--steps", "ad,kart"])
+    r = CliRunner().invoke(
+        main, ["-p", str(project), "analyze", "funnel", "--by", "touchpoint", "--steps", "ad,kart"]
+    )
     assert r.exit_code == 2
     assert "unknown touchpoint(s) 'kart'; allowed: ad, cart, order, review" in r.output
 
@@ -95,12 +121,23 @@ def test_journey_table_is_cached_until_the_lake_or_spec_changes(project):
     with Journeymap(project) as jm:
         jm.journey()
         assert not jm.last_journey_built  # reused across processes/objects
-        jm.append(make_events([{"event_id": "new", "customer_id": "z",
-                                "ts": "2026-02-01T10:00:00+00:00", "event": "ad"}]))
+        jm.append(
+            make_events(
+                [
+                    {
+                        "event_id": "new",
+                        "customer_id": "z",
+                        "ts": "2026-02-01T10:00:00+00:00",
+                        "event": "ad",
+                    }
+                ]
+            )
+        )
         assert jm.journey().count().to_pyarrow().as_py() == 10
         assert jm.last_journey_built
-    (project / "journey.yaml").write_text(SPEC.replace("phase: after_purchase",
-                                                       "phase: during_purchase"))
+    (project / "journey.yaml").write_text(
+        SPEC.replace("phase: after_purchase", "phase: during_purchase")
+    )
     with Journeymap(project) as jm:
         jm.journey()
         assert jm.last_journey_built
@@ -117,8 +154,9 @@ def test_spec_validate_reports_line_and_exit_code(tmp_path):
 
 def test_init_then_validate(tmp_path):
     target = tmp_path / "shop"
-    r = run("init", str(target), "--model", "five-step", "--lang", "de", "--timezone",
-            "Europe/Berlin")
+    r = run(
+        "init", str(target), "--model", "five-step", "--lang", "de", "--timezone", "Europe/Berlin"
+    )
     assert r.exit_code == 0, r.output
     r = run("-p", str(target), "spec", "validate")
     assert "valid — 5 phases" in r.output
@@ -130,11 +168,23 @@ def test_analyses_without_a_lake_say_what_to_do(tmp_path):
     (tmp_path / "journey.yaml").write_text(SPEC, encoding="utf-8")
     r = CliRunner().invoke(main, ["-p", str(tmp_path), "analyze", "funnel"])
     assert r.exit_code == 1
-    assert "no event lake" in r.output and "journeymap demo" in r.output
+    assert "no event lake" in r.output
+    assert "journeymap demo" in r.output
 
 
 def test_durations():
     assert [parse_duration(x) for x in ("45s", "30m", "2h", "7d", "1w", "90")] == [
-        45, 1800, 7200, 604800, 604800, 90]
+        45,
+        1800,
+        7200,
+        604800,
+        604800,
+        90,
+    ]
     assert [human_duration(x) for x in (None, 30, 600, 7200, 3 * 86400)] == [
-        "–", "30 s", "10.0 min", "2.0 h", "3.0 d"]
+        "–",
+        "30 s",
+        "10.0 min",
+        "2.0 h",
+        "3.0 d",
+    ]

@@ -6,10 +6,10 @@ import datetime as dt
 import statistics
 
 import pytest
-from conftest import make_events, register
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import make_events, register
 from journeymap.analytics.funnels import funnel, funnel_expr, touchpoint_reach
 from journeymap.analytics.journey import build_journey, compile_sql
 from journeymap.model.spec import parse_spec
@@ -34,12 +34,18 @@ def ev(customer: str, event: str, **delta: float) -> dict[str, object]:
 
 
 HAND = [
-    ev("a", "ad"), ev("a", "cart", minutes=10), ev("a", "order_completed", hours=1),
+    ev("a", "ad"),
+    ev("a", "cart", minutes=10),
+    ev("a", "order_completed", hours=1),
     ev("a", "review", days=3),
-    ev("b", "ad"), ev("b", "review", days=1),                 # skips the purchase phase
-    ev("c", "cart"), ev("c", "order_completed", minutes=5),   # never saw an ad
-    ev("d", "review"), ev("d", "ad", hours=1),                # review before the ad
-    ev("e", "ad"), ev("e", "cart", days=10),                  # slow
+    ev("b", "ad"),
+    ev("b", "review", days=1),  # skips the purchase phase
+    ev("c", "cart"),
+    ev("c", "order_completed", minutes=5),  # never saw an ad
+    ev("d", "review"),
+    ev("d", "ad", hours=1),  # review before the ad
+    ev("e", "ad"),
+    ev("e", "cart", days=10),  # slow
 ]
 
 
@@ -104,8 +110,10 @@ def test_touchpoint_reach_by_hand(journey):
 
 
 def test_funnel_sql_grows_linearly_with_steps(journey):
-    lines = {n: len(compile_sql(funnel_expr(journey, (PHASES * 4)[:n]))["duckdb"].splitlines())
-             for n in (4, 8, 12)}
+    lines = {
+        n: len(compile_sql(funnel_expr(journey, (PHASES * 4)[:n]))["duckdb"].splitlines())
+        for n in (4, 8, 12)
+    }
     # each step adds a little (its columns are carried on); doubling per step would explode
     assert lines[12] - lines[8] < 2 * (lines[8] - lines[4])
     assert lines[12] < 2500
@@ -134,9 +142,14 @@ def oracle(events, steps, skips, window_s):
                 continue
             found = None
             for i, e in seq:
-                if i > pos and e["event"] == name and (
-                    anchor is None or window_s is None
-                    or (e["ts"] - anchor).total_seconds() <= window_s
+                if (
+                    i > pos
+                    and e["event"] == name
+                    and (
+                        anchor is None
+                        or window_s is None
+                        or (e["ts"] - anchor).total_seconds() <= window_s
+                    )
                 ):
                     found = (i, e["ts"])
                     break
@@ -155,19 +168,23 @@ def oracle(events, steps, skips, window_s):
 
 
 EVENTS = st.lists(
-    st.tuples(st.sampled_from("uvwxyz"), st.sampled_from(["ad", "cart", "order_completed",
-                                                          "review", "noise"]),
-              st.integers(0, 40)),
-    min_size=1, max_size=60,
+    st.tuples(
+        st.sampled_from("uvwxyz"),
+        st.sampled_from(["ad", "cart", "order_completed", "review", "noise"]),
+        st.integers(0, 40),
+    ),
+    min_size=1,
+    max_size=60,
 )
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(raw=EVENTS, skips=st.booleans(), window=st.sampled_from([None, 5 * 3600, 20 * 3600]))
 def test_funnel_matches_oracle(duck, raw, skips, window):
     rows = [
-        {"event_id": f"e{i:03d}", "customer_id": c, "event": name,
-         "ts": T0 + dt.timedelta(hours=h)}
+        {"event_id": f"e{i:03d}", "customer_id": c, "event": name, "ts": T0 + dt.timedelta(hours=h)}
         for i, (c, name, h) in enumerate(raw)
     ]
     steps = ["ad", "cart", "order_completed", "review"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from conftest import make_events
 
+from conftest import make_events
 from journeymap.errors import LakeError
 from journeymap.model.events import EVENT_SCHEMA
 from journeymap.storage.lake import DeltaEventStore
@@ -62,8 +62,14 @@ def test_partial_overlap_appends_only_new_rows(tmp_path):
 def test_delete_customer_removes_only_their_events(tmp_path):
     store = DeltaEventStore(tmp_path / "lake")
     rows = _rows(3, "alice") + _rows(2, "o'brien") + _rows(2, "bob")
-    rows.append({"event_id": "anon-1", "anonymous_id": "cookie-9", "ts": "2026-01-01T09:00:00+00:00",
-                 "event": "page_view"})
+    rows.append(
+        {
+            "event_id": "anon-1",
+            "anonymous_id": "cookie-9",
+            "ts": "2026-01-01T09:00:00+00:00",
+            "event": "page_view",
+        }
+    )
     store.append(make_events(rows))
     assert store.delete_customer("o'brien", anonymous_ids=["cookie-9"]) == 3
     left = store.read()
@@ -95,8 +101,11 @@ def test_missing_lake_says_how_to_create_it(tmp_path):
 
 def test_derived_columns_follow_the_timestamp(tmp_path):
     store = DeltaEventStore(tmp_path / "lake")
-    store.append(make_events([{"event_id": "x", "customer_id": "c", "event": "e",
-                               "ts": "2026-03-01T00:30:00+01:00"}]))
+    store.append(
+        make_events(
+            [{"event_id": "x", "customer_id": "c", "event": "e", "ts": "2026-03-01T00:30:00+01:00"}]
+        )
+    )
     row = store.read().to_pylist()[0]
     assert row["ts_us"] == 1772321400 * 1_000_000
     assert str(row["event_date"]) == "2026-02-28"  # the UTC date

@@ -18,8 +18,22 @@ ROOT = Path(__file__).parents[1]
 
 def test_exported_members_are_exactly_all():
     public = {name for name in dir(journeymap) if not name.startswith("_")}
-    modules = {"analytics", "config", "errors", "facade", "model", "storage", "importing",
-               "simulate", "cli", "annotations", "collect", "server", "gdpr", "render"}
+    modules = {
+        "analytics",
+        "config",
+        "errors",
+        "facade",
+        "model",
+        "storage",
+        "importing",
+        "simulate",
+        "cli",
+        "annotations",
+        "collect",
+        "server",
+        "gdpr",
+        "render",
+    }
     assert public - modules == set(journeymap.__all__) - {"__version__"}
     for name in journeymap.__all__:
         assert hasattr(journeymap, name), name
@@ -36,8 +50,9 @@ def test_settings_precedence_and_origins(tmp_path):
     (tmp_path / "journeymap.toml").write_text(
         '[settings]\ntimezone = "Europe/Berlin"\nsession_gap_minutes = 45\n'
     )
-    s = Settings.load(tmp_path, environ={"JOURNEYMAP_SESSION_GAP_MINUTES": "20"},
-                      overrides={"currency": "usd"})
+    s = Settings.load(
+        tmp_path, environ={"JOURNEYMAP_SESSION_GAP_MINUTES": "20"}, overrides={"currency": "usd"}
+    )
     assert (s.timezone, s.session_gap_minutes, s.currency) == ("Europe/Berlin", 20, "USD")
     assert s.origins["timezone"].endswith("journeymap.toml")
     assert s.origins["session_gap_minutes"] == "env JOURNEYMAP_SESSION_GAP_MINUTES"
@@ -129,7 +144,12 @@ def test_init_scaffolds_a_valid_project_for_every_model(tmp_path, model, lang):
 def test_german_labels_for_the_six_phase_model():
     spec = parse_spec("model: six-phase\ngoal: {match: {event: x}}\n")
     assert [p.label_in("de") for p in spec.phases] == [
-        "Aufmerksamkeit", "Erwägung", "Präferenz", "Kauf", "Nachkauf", "Loyalität"
+        "Aufmerksamkeit",
+        "Erwägung",
+        "Präferenz",
+        "Kauf",
+        "Nachkauf",
+        "Loyalität",
     ]
 
 
@@ -138,7 +158,8 @@ def test_spec_reference_example_is_valid():
     example = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
     spec = parse_spec(example, "docs/spec.md")
     assert spec.touchpoint("tiktok_ad").rule().where == {
-        "device": ["mobile"], "payment_method": ["card", "paypal"]
+        "device": ["mobile"],
+        "payment_method": ["card", "paypal"],
     }
     assert spec.touchpoint("cart").rule().event == ["cart"]
 
@@ -150,7 +171,11 @@ def test_listed_phases_annotate_the_model_in_its_order():
     )
     assert spec.phase_ids() == ["before_purchase", "during_purchase", "after_purchase"]
     assert spec.phase("after_purchase").measures == [{"*": "Review request"}]
-    with pytest.raises(SpecError, match=r"j.yaml:3: phases\[0\].id: phase 'extra' is not in "
-                       r"model three-stage"):
-        parse_spec("model: three-stage\nphases:\n  - id: extra\ngoal: {match: {event: x}}\n",
-                   "j.yaml")
+    with pytest.raises(
+        SpecError,
+        match=r"j.yaml:3: phases\[0\].id: phase 'extra' is not in "
+        r"model three-stage",
+    ):
+        parse_spec(
+            "model: three-stage\nphases:\n  - id: extra\ngoal: {match: {event: x}}\n", "j.yaml"
+        )

@@ -12,8 +12,8 @@ from decimal import Decimal
 
 import pyarrow as pa
 import pytest
-from conftest import SPARK_MARKS, make_events
 
+from conftest import SPARK_MARKS, make_events
 from journeymap.analytics.engine import connect_duckdb, register_lake
 from journeymap.analytics.funnels import funnel
 from journeymap.analytics.journey import build_journey
@@ -39,8 +39,17 @@ touchpoints:
 goal: {match: {event: order_completed}}
 """
 )
-EVENTS = ["ad_click", "product_view", "add_to_cart", "checkout", "pay", "order_completed",
-          "review", "newsletter", "noise"]
+EVENTS = [
+    "ad_click",
+    "product_view",
+    "add_to_cart",
+    "checkout",
+    "pay",
+    "order_completed",
+    "review",
+    "newsletter",
+    "noise",
+]
 
 
 def golden_events(n: int = 3000, seed: int = 3) -> pa.Table:
@@ -51,17 +60,19 @@ def golden_events(n: int = 3000, seed: int = 3) -> pa.Table:
         customer = f"c{rng.randrange(150):03d}"
         # whole seconds with many ties, some anonymous-only events, some across midnight
         ts = t0 + dt.timedelta(seconds=rng.randrange(0, 20 * 86400, 30))
-        rows.append({
-            "event_id": f"e{rng.randrange(10**9):09d}-{i}",
-            "customer_id": None if rng.random() < 0.05 else customer,
-            "anonymous_id": f"a-{customer}" if rng.random() < 0.5 else None,
-            "ts": ts,
-            "event": rng.choice(EVENTS),
-            "campaign": rng.choice([None, "promo", "other"]),
-            "device": rng.choice(["mobile", "desktop", None]),
-            "properties": rng.choice([None, '{"method":"card"}', '{"method": "paypal"}']),
-            "revenue": Decimal(rng.randrange(100, 20000)) / 100 if rng.random() < 0.2 else None,
-        })
+        rows.append(
+            {
+                "event_id": f"e{rng.randrange(10**9):09d}-{i}",
+                "customer_id": None if rng.random() < 0.05 else customer,
+                "anonymous_id": f"a-{customer}" if rng.random() < 0.5 else None,
+                "ts": ts,
+                "event": rng.choice(EVENTS),
+                "campaign": rng.choice([None, "promo", "other"]),
+                "device": rng.choice(["mobile", "desktop", None]),
+                "properties": rng.choice([None, '{"method":"card"}', '{"method": "paypal"}']),
+                "revenue": Decimal(rng.randrange(100, 20000)) / 100 if rng.random() < 0.2 else None,
+            }
+        )
     rows = [r for r in rows if r["customer_id"] or r["anonymous_id"]]
     return make_events(rows)
 
@@ -95,9 +106,14 @@ def test_journey_table_is_identical_on_spark_and_duckdb(spark_con, lake):
 def test_phase_funnel_is_identical_on_spark_and_duckdb(spark_con, lake, skips):
     duck = connect_duckdb()
     steps = SPEC.phase_ids()
-    expected = funnel(build_journey(register_lake(duck, lake), SPEC), steps, skips=skips,
-                      window_seconds=5 * 86400)
-    got = funnel(build_journey(register_lake(spark_con, lake), SPEC), steps, skips=skips,
-                 window_seconds=5 * 86400)
+    expected = funnel(
+        build_journey(register_lake(duck, lake), SPEC), steps, skips=skips, window_seconds=5 * 86400
+    )
+    got = funnel(
+        build_journey(register_lake(spark_con, lake), SPEC),
+        steps,
+        skips=skips,
+        window_seconds=5 * 86400,
+    )
     assert got == expected
     assert expected.steps[2].customers > 0  # the data go deep enough to compare

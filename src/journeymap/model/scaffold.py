@@ -22,7 +22,8 @@ _TEXT: Final[dict[str, dict[Lang, str]]] = {
     },
     "touchpoints": {
         "en": "Each touchpoint belongs to one phase; `match` maps events to it (first match wins).",
-        "de": "Jeder Touchpoint gehört zu einer Phase; `match` ordnet Events zu (erste Regel gewinnt).",
+        "de": "Jeder Touchpoint gehört zu einer Phase; `match` ordnet Events zu "
+        "(erste Regel gewinnt).",
     },
     "question": {"en": "What do customers ask here?", "de": "Was fragen Kunden hier?"},
     "goal": {"en": "Purchase", "de": "Kauf"},

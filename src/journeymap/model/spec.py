@@ -35,7 +35,7 @@ from pydantic import (
 )
 
 from journeymap.errors import SpecError, SpecProblem
-from journeymap.model.phase_models import LANGUAGES, PHASE_MODELS, Lang
+from journeymap.model.phase_models import PHASE_MODELS, Lang
 
 SPEC_VERSION = 1
 _ID = r"^[a-z][a-z0-9_]*$"
