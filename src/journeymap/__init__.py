@@ -1,8 +1,8 @@
 """journeymap: customer journey maps from data.
 
-    from journeymap import Journeymap
-    jm = Journeymap("my-project")
-    jm.funnel().to_pandas()
+from journeymap import Journeymap
+jm = Journeymap("my-project")
+jm.funnel().to_pandas()
 """
 
 from __future__ import annotations
