@@ -276,6 +276,85 @@ meta = sa.Table(
 )
 
 
+# -- campaigns (migration 2) ---------------------------------------------------------------
+#: One row per (campaign, customer, entry key): where the customer is in the flow. ``wake_at``
+#: is the durable timer (a wait, a wait-for timeout, quiet hours); the worker polls it.
+campaign_entries = sa.Table(
+    "campaign_entries",
+    metadata,
+    sa.Column("entry_id", _BIGID, primary_key=True, autoincrement=True),
+    sa.Column("campaign", sa.String(ID_LEN), nullable=False),
+    sa.Column("customer_id", sa.String(ID_LEN), nullable=False),
+    sa.Column("entry_key", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(10), nullable=False),
+    sa.Column("step", sa.String(ID_LEN), nullable=True),
+    sa.Column("group_name", sa.String(10), nullable=False),
+    sa.Column("variant", sa.String(ID_LEN), nullable=True),
+    sa.Column("entered_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("wake_at", UTCDateTime, nullable=True),
+    sa.Column("waiting_for", sa.String(200), nullable=True),
+    sa.Column("exited_at", UTCDateTime, nullable=True),
+    sa.Column("exit_reason", sa.String(20), nullable=True),
+    sa.Column("converted_at", UTCDateTime, nullable=True),
+    sa.Column("context", sa.Text, nullable=False),
+    sa.UniqueConstraint("campaign", "customer_id", "entry_key", name="uq_campaign_entry"),
+    sa.Index("ix_campaign_entries_wake", "wake_at"),
+    sa.Index("ix_campaign_entries_customer", "customer_id", "status"),
+)
+
+#: The transactional outbox: written in the same transaction as the step that sends; the
+#: primary key is the deterministic send id, so one step of one entry sends at most once.
+campaign_outbox = sa.Table(
+    "campaign_outbox",
+    metadata,
+    sa.Column("send_id", sa.String(64), primary_key=True),
+    sa.Column("entry_id", sa.BigInteger, nullable=False, index=True),
+    sa.Column("campaign", sa.String(ID_LEN), nullable=False),
+    sa.Column("customer_id", sa.String(ID_LEN), nullable=False),
+    sa.Column("step", sa.String(ID_LEN), nullable=False),
+    sa.Column("variant", sa.String(ID_LEN), nullable=True),
+    sa.Column("channel", sa.String(60), nullable=False),
+    sa.Column("topic", sa.String(100), nullable=False),
+    sa.Column("transactional", sa.Boolean, nullable=False),
+    sa.Column("address", sa.String(320), nullable=True),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("status", sa.String(12), nullable=False),
+    sa.Column("reason", sa.String(40), nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=True),
+    sa.Column("sent_at", UTCDateTime, nullable=True),
+    sa.Column("provider_id", sa.String(200), nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Index("ix_campaign_outbox_due", "status", "next_attempt_at"),
+    sa.Index("ix_campaign_outbox_customer", "customer_id", "sent_at"),
+)
+
+#: Addresses never to send to again on a channel (hard bounce, complaint).
+campaign_suppressions = sa.Table(
+    "campaign_suppressions",
+    metadata,
+    sa.Column("channel", sa.String(60), primary_key=True),
+    sa.Column("address", sa.String(320), primary_key=True),
+    sa.Column("reason", sa.String(20), nullable=False),
+    sa.Column("ts", UTCDateTime, nullable=False),
+)
+
+#: Double opt-in: consent on these channels counts only once confirmed.
+campaign_optins = sa.Table(
+    "campaign_optins",
+    metadata,
+    sa.Column("customer_id", sa.String(ID_LEN), primary_key=True),
+    sa.Column("channel", sa.String(60), primary_key=True),
+    sa.Column("token", sa.String(64), nullable=False, unique=True),
+    sa.Column("requested_at", UTCDateTime, nullable=False),
+    sa.Column("confirmed_at", UTCDateTime, nullable=True),
+)
+
+CAMPAIGN_TABLES: Final = (campaign_entries, campaign_outbox, campaign_suppressions, campaign_optins)
+
+
 # -- migrations ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Migration:
@@ -291,7 +370,17 @@ def _baseline(op: Any) -> None:
 
 
 #: Append only; never edit a released step. Change ``metadata`` and add a step together.
-MIGRATIONS: Final[tuple[Migration, ...]] = (Migration(1, "baseline", _baseline),)
+def _campaigns(op: Any) -> None:
+    """Version 2: campaign entries, the outbox, suppressions and double opt-in."""
+    bind = op.get_bind()
+    for table in CAMPAIGN_TABLES:
+        table.create(bind, checkfirst=True)
+
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    Migration(1, "baseline", _baseline),
+    Migration(2, "campaigns", _campaigns),
+)
 SCHEMA_VERSION: Final = MIGRATIONS[-1].version
 
 
