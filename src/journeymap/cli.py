@@ -576,6 +576,100 @@ def settings_cmd(ctx: click.Context, markdown: bool) -> None:
     console.print(table)
 
 
+@main.group()
+def campaigns() -> None:
+    """Phase playbooks: validate, preview and measure campaign flows (YAML)."""
+
+
+def _campaign_files(paths: Sequence[Path]) -> list[Any]:
+    from journeymap.model.campaigns import load_campaign, load_campaigns
+    from journeymap.playbooks import load_playbooks
+
+    if not paths:
+        return load_playbooks()
+    out: list[Any] = []
+    for p in paths:
+        out += load_campaigns(p) if p.is_dir() else [load_campaign(p)]
+    return out
+
+
+@campaigns.command("validate")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+def campaigns_validate(paths: tuple[Path, ...]) -> None:
+    """Check campaign files or folders (default: the shipped playbooks); every problem is
+    listed with file, line, field and the allowed values."""
+    found = _campaign_files(paths)
+    for c in found:
+        console.print(f"{c.id}: valid — {len(c.steps)} steps")
+    console.print(f"{len(found)} campaign(s) valid")
+
+
+@campaigns.command("preview")
+@click.argument("campaign_id")
+@click.option(
+    "--file",
+    "file",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Campaign file or folder (default: the shipped playbooks).",
+)
+@click.option("--profile", "profile_json", default=None, help="Profile variables as JSON.")
+@click.option("--event", "event_json", default=None, help="Trigger event variables as JSON.")
+def campaigns_preview(
+    campaign_id: str, file: Path | None, profile_json: str | None, event_json: str | None
+) -> None:
+    """Render every message of a campaign (per channel) with sample variables."""
+    import json
+
+    from journeymap.orchestration.simulate import preview
+
+    by_id = {c.id: c for c in _campaign_files([file] if file else [])}
+    if campaign_id not in by_id:
+        raise click.BadParameter(
+            f"unknown campaign {campaign_id!r}; known: {', '.join(sorted(by_id))}"
+        )
+    try:
+        profile = json.loads(profile_json) if profile_json else {}
+        event = json.loads(event_json) if event_json else {}
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"--profile/--event must be JSON objects: {exc}") from None
+    for item in preview(by_id[campaign_id], profile, event):
+        console.rule(f"step {item['step']} · {item['channel']}")
+        click.echo(json.dumps(item["renderings"], indent=2, ensure_ascii=False, default=str))
+
+
+@campaigns.command("report")
+@click.argument("campaign_id")
+@click.pass_context
+def campaigns_report(ctx: click.Context, campaign_id: str) -> None:
+    """Entries and conversions per group and the uplift against the holdout (95% interval)."""
+    from journeymap.orchestration.report import campaign_report
+
+    with _jm(ctx) as jm:
+        r = campaign_report(jm.db, campaign_id)
+    table = Table(title=f"Campaign {campaign_id}", title_justify="left")
+    for col in ("group", "entries", "conversions", "rate", "sent", "suppressed"):
+        table.add_column(col, justify="left" if col == "group" else "right")
+    for name, g in r.groups.items():
+        table.add_row(
+            name,
+            f"{g.entries:,}",
+            f"{g.conversions:,}",
+            _pct(g.rate),
+            f"{g.messages_sent:,}",
+            f"{g.messages_suppressed:,}",
+        )
+    console.print(table)
+    if r.uplift is None:
+        console.print("uplift: not measurable yet (needs entries in treatment and holdout)")
+    else:
+        console.print(
+            f"uplift {100 * r.uplift:+.1f} pp (95% interval {100 * (r.uplift_low or 0):+.1f} … "
+            f"{100 * (r.uplift_high or 0):+.1f} pp)"
+            + (" — significant" if r.significant else " — not significant")
+        )
+
+
 @main.command()
 @click.option("--host", default=None, help="Address to listen on (setting server_host).")
 @click.option("--port", type=int, default=None, help="Port (setting server_port).")
