@@ -576,6 +576,50 @@ def settings_cmd(ctx: click.Context, markdown: bool) -> None:
     console.print(table)
 
 
+@main.command("map")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The offline HTML report (default: <reports_dir>/report.html).",
+)
+@click.option(
+    "--png",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the journey map as PNG (for slides).",
+)
+@click.option(
+    "--figures",
+    "figures_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Also write every figure as PNG and SVG into this folder.",
+)
+@click.option("--lang", type=click.Choice(["en", "de"]), default=None)
+@click.option(
+    "--days",
+    type=click.IntRange(min=7),
+    default=90,
+    show_default=True,
+    help="Length of the current period (compared with the one before).",
+)
+@click.pass_context
+def map_cmd(
+    ctx: click.Context,
+    out: Path | None,
+    png: Path | None,
+    figures_dir: Path | None,
+    lang: str | None,
+    days: int,
+) -> None:
+    """The customer journey map and its figures as one offline HTML report (and PNG/SVG)."""
+    with _jm(ctx) as jm:
+        html = out or jm.settings.reports_dir / "report.html"
+        for path in jm.write_report(html, png=png, figures_dir=figures_dir, lang=lang, days=days):
+            console.print(f"wrote {path}")
+
+
 @main.group()
 def campaigns() -> None:
     """Phase playbooks: validate, preview and measure campaign flows (YAML)."""
@@ -830,14 +874,14 @@ def demo(directory: Path, customers: int, seed: int, lang: str) -> None:
         toml_path.write_text(project_toml("Europe/Berlin"), encoding="utf-8")
 
     sim_dir = directory / "data" / "simulated"
-    console.rule(f"[bold]1/4 Simulating {customers:,} customers (seed {seed})", style="cyan")
+    console.rule(f"[bold]1/5 Simulating {customers:,} customers (seed {seed})", style="cyan")
     sim = simulate_shop(sim_dir, customers=customers, seed=seed, progress=True)
     console.print(
         f"{sim.events:,} events, {sim.orders:,} orders, revenue {sim.revenue:,.2f} EUR "
         f"in {sim.seconds:.1f} s"
     )
 
-    console.rule("[bold]2/4 Importing into the event lake", style="cyan")
+    console.rule("[bold]2/5 Importing into the event lake", style="cyan")
     jm = Journeymap(directory)
     files = (
         sorted(sim.events_path.glob("*.parquet")) if sim.events_path.is_dir() else [sim.events_path]
@@ -846,13 +890,13 @@ def demo(directory: Path, customers: int, seed: int, lang: str) -> None:
         summary = jm.import_file(f, source="simulator", progress=True)
         console.print(str(summary))
 
-    console.rule("[bold]3/4 Building the journey table", style="cyan")
+    console.rule("[bold]3/5 Building the journey table", style="cyan")
     t0 = time.perf_counter()
     journey_file = jm.journey_path()
     built = "built" if jm.last_journey_built else "reused"
     console.print(f"journey table {built} in {time.perf_counter() - t0:.1f} s: {journey_file}")
 
-    console.rule("[bold]4/4 Phase funnel and touchpoint reach", style="cyan")
+    console.rule("[bold]4/5 Phase funnel and touchpoint reach", style="cyan")
     reports = jm.settings.reports_dir
     funnel_result = jm.funnel(lang=lang)
     console.print(
@@ -865,6 +909,12 @@ def demo(directory: Path, customers: int, seed: int, lang: str) -> None:
         funnel_result.write(reports / "funnel.json"),
         reach_result.write(reports / "reach.csv"),
     ]
+    console.rule("[bold]5/5 The customer journey map", style="cyan")
+    t0 = time.perf_counter()
+    report_files = jm.write_report(
+        reports / "report.html", png=reports / "journey_map.png", lang=lang
+    )
+    console.print(f"report rendered in {time.perf_counter() - t0:.1f} s")
     stats = jm.lake_stats()
     jm.close()
 
@@ -876,11 +926,14 @@ def demo(directory: Path, customers: int, seed: int, lang: str) -> None:
         ("ground truth", sim.truth_path.resolve()),
         ("journey table", journey_file),
         *(("analysis", p) for p in written),
+        ("map (PNG)", report_files[-1]),
+        ("REPORT", report_files[0]),
     ]
     for label, value in rows:
         console.print(f"  {label:<14} {value}")
+    console.print(f"\nopen the report: {report_files[0].resolve()}")
     console.print(
-        f"\nnext: journeymap -p {directory} analyze funnel --by touchpoint "
+        f"next: journeymap -p {directory} analyze funnel --by touchpoint "
         "--steps cart,checkout,checkout_size_select,payment,order --strict"
     )
 

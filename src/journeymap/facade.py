@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from journeymap.analytics.engine import connect_duckdb, register_lake
 from journeymap.analytics.funnels import (
@@ -399,6 +399,111 @@ class Journeymap:
         from journeymap.analytics.retention import lapsed
 
         return lapsed(self.journey(), k=k, as_of=as_of, min_purchases=min_purchases)
+
+    # -- the journey map and the report ---------------------------------------------------------
+    def periods(self, days: int = 90) -> tuple[Any, ir.Table, ir.Table]:
+        """The last ``days`` of data and the ``days`` before: (Period, current, previous)."""
+        import datetime as _dt
+
+        from journeymap.render.build import Period
+
+        stats = self.lake_stats()
+        if stats.last_date is None:
+            self.events()  # raises the LakeError that says what to do
+        end = _dt.date.fromisoformat(str(stats.last_date))
+        start = end - _dt.timedelta(days=days - 1)
+        prev_end = start - _dt.timedelta(days=1)
+        prev_start = prev_end - _dt.timedelta(days=days - 1)
+
+        def us(d: _dt.date) -> int:
+            return int(_dt.datetime(d.year, d.month, d.day, tzinfo=_dt.UTC).timestamp()) * 10**6
+
+        j = self.journey()
+        day = 86_400 * 10**6
+        current = j.filter((j.ts_us >= us(start)) & (j.ts_us < us(end) + day))
+        previous = j.filter((j.ts_us >= us(prev_start)) & (j.ts_us < us(prev_end) + day))
+        return Period(start, end, prev_start, prev_end), current, previous
+
+    def journey_map(self, *, lang: str | None = None, days: int = 90) -> Any:
+        """The journey map of all customers: the last ``days`` against the ``days`` before."""
+        from journeymap.analytics.experience import experience
+        from journeymap.render.adapters import phase_experience, survey_count
+        from journeymap.render.build import build_journey_map
+
+        language = cast(Any, lang or self.spec.language)
+        period, current, previous = self.periods(days)
+        steps = self.spec.phase_ids()
+        labels = [self.spec.phase(p).label_in(language) for p in steps]
+        now = funnel(current, steps, labels=labels)
+        before = funnel(previous, steps, labels=labels)
+        exp_now = experience(current, self.spec, lang=language)
+        exp_before = experience(previous, self.spec, lang=language)
+        tps = [(t.id, t.label_in(language), t.phase, t.channel) for t in self.spec.touchpoints]
+        return build_journey_map(
+            self.spec,
+            now,
+            touchpoint_reach(current, tps),
+            lang=language,
+            previous=before,
+            period=period,
+            spec_file=self.settings.spec.name,
+            experience=phase_experience(exp_now, exp_before),
+            survey_n=survey_count(exp_now),
+            currency=self.settings.currency,
+        )
+
+    def report(self, *, lang: str | None = None, days: int = 90) -> Any:
+        """The whole report: the journey map and its companion figures (render.ReportData)."""
+        from journeymap.render.adapters import attribution_credits, retention_cohorts
+        from journeymap.render.build import (
+            build_attribution,
+            build_funnel,
+            build_report,
+            build_retention,
+        )
+
+        language = cast(Any, lang or self.spec.language)
+        journey_map = self.journey_map(lang=language, days=days)
+        attribution = self.attribution(models=("first", "last", "linear", "markov", "shapley"))
+        retention = self.retention(period="month")
+        return build_report(
+            [journey_map],
+            funnel=build_funnel(self.funnel(lang=language), lang=language),
+            attribution=build_attribution(
+                attribution_credits(attribution),
+                lang=language,
+                conversions=attribution.conversions,
+            ),
+            retention=build_retention(
+                retention_cohorts(retention), lang=language, period_unit="month"
+            ),
+        )
+
+    def write_report(
+        self,
+        html: str | os.PathLike[str] | None,
+        *,
+        png: str | os.PathLike[str] | None = None,
+        figures_dir: str | os.PathLike[str] | None = None,
+        lang: str | None = None,
+        days: int = 90,
+    ) -> list[Path]:
+        """Write the offline HTML report, the map as PNG, and/or PNG+SVG per figure."""
+        from journeymap.render.report import render_map_png, write_report
+
+        report = self.report(lang=lang, days=days)
+        written = write_report(
+            report,
+            None if html is None else Path(html),
+            png_dir=None if figures_dir is None else Path(figures_dir),
+            svg_dir=None if figures_dir is None else Path(figures_dir),
+        )
+        if png is not None:
+            target = Path(png)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(render_map_png(report.maps[0]))
+            written.append(target)
+        return written
 
     def _check_steps(self, steps: Sequence[str], by: str) -> None:
         if by == "phase":

@@ -1,0 +1,56 @@
+"""From analysis results to the renderer's optional inputs (the view-model boundary).
+
+Each function takes what an analysis returns and gives what ``render.build`` consumes, so the
+facade only chains calls and the renderer never depends on how an analysis is computed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from journeymap.analytics.attribution import AttributionResult
+from journeymap.analytics.experience import ExperienceResult
+from journeymap.analytics.retention import RetentionResult
+from journeymap.render.build import PhaseExperience
+
+
+def phase_experience(
+    current: ExperienceResult, previous: ExperienceResult | None = None
+) -> list[PhaseExperience]:
+    """Mean feeling per phase (−2…+2, n-weighted over its surveys) with its sample size."""
+    prev = previous.feelings() if previous else {}
+    out = []
+    for phase, acc in current.feelings().items():
+        p = prev.get(phase)
+        out.append(
+            PhaseExperience(
+                phase=phase,
+                score=float(acc["feeling"]),
+                n=int(acc["n"]),
+                previous_score=float(p["feeling"]) if p else None,
+            )
+        )
+    return out
+
+
+def attribution_credits(result: AttributionResult) -> dict[str, dict[str, float]]:
+    """``credits[model][channel]`` = credited conversions, models in the result's order."""
+    credits: dict[str, dict[str, float]] = {m: {} for m in result.models}
+    for c in result.credits:
+        credits.setdefault(c.model, {})[c.channel] = float(c.conversions)
+    return credits
+
+
+def retention_cohorts(
+    result: RetentionResult, *, limit: int | None = 12
+) -> list[tuple[str, int, Sequence[float | None]]]:
+    """(label, size, rates by offset) per cohort, the latest ``limit`` cohorts."""
+    cohorts = [c for c in result.cohorts if c.breakdown is None] or list(result.cohorts)
+    rows: list[tuple[str, int, Sequence[float | None]]] = [
+        (c.start.isoformat(), c.size, list(c.rates)) for c in cohorts
+    ]
+    return rows[-limit:] if limit else rows
+
+
+def survey_count(result: ExperienceResult) -> int:
+    return sum(int(acc["n"]) for acc in result.feelings().values())
