@@ -188,3 +188,16 @@ def test_durations():
         "2.0 h",
         "3.0 d",
     ]
+
+
+def test_map_writes_an_offline_report_and_a_png(project, tmp_path):
+    html, png = tmp_path / "r" / "report.html", tmp_path / "r" / "map.png"
+    r = run("-p", str(project), "map", "--out", str(html), "--png", str(png), "--lang", "de")
+    assert r.exit_code == 0, r.output
+    text = html.read_text(encoding="utf-8")
+    for label in ("Vor dem Kauf", "Während des Kaufs", "Nach dem Kauf"):
+        assert label in text
+    import re
+
+    assert not re.search(r"""(src|href)=["']https?://""", text)  # works offline
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
