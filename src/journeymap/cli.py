@@ -504,6 +504,71 @@ def analyze_lapsed(ctx: click.Context, k: float, fmt: str, outs: tuple[Path, ...
     _emit(result, fmt, outs, records_table(result.to_records(), "Lapsed customers"))
 
 
+@analyze.command("personas")
+@click.option("--method", type=click.Choice(["kmeans", "gmm"]), default="kmeans", show_default=True)
+@click.option(
+    "--k",
+    type=click.IntRange(2, 20),
+    default=None,
+    help="Number of personas (default: chosen by silhouette from 2-8).",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--lang", type=click.Choice(["en", "de"]), default=None)
+@_fmt_option
+@_out_option
+@click.pass_context
+def analyze_personas(
+    ctx: click.Context,
+    method: str,
+    k: int | None,
+    seed: int,
+    lang: str | None,
+    fmt: str,
+    outs: tuple[Path, ...],
+) -> None:
+    """Data-driven personas: clusters of behaviour, described and named."""
+    with _jm(ctx) as jm:
+        result = jm.personas(method=cast(Any, method), k=k, seed=seed, lang=lang)
+    if fmt == "table":
+        for p in result.personas:
+            console.rule(f"{p.label} · {p.customers:,} customers ({100 * p.share:.1f} %)")
+            console.print(p.description)
+        for out in outs:
+            err_console.print(f"wrote {result.write(out)}")
+    else:
+        _emit(result, fmt, outs)
+
+
+@analyze.command("breaks")
+@click.option(
+    "--alpha",
+    type=float,
+    default=0.01,
+    show_default=True,
+    help="False discovery rate (Benjamini-Hochberg).",
+)
+@click.option("--lang", type=click.Choice(["en", "de"]), default=None)
+@_fmt_option
+@_out_option
+@click.pass_context
+def analyze_breaks(
+    ctx: click.Context, alpha: float, lang: str | None, fmt: str, outs: tuple[Path, ...]
+) -> None:
+    """Where journeys break: significant exits, jumps over time, bouncing campaigns."""
+    with _jm(ctx) as jm:
+        result = jm.breaks(alpha=alpha, lang=lang)
+    if fmt == "table":
+        if not result.breaks:
+            console.print("no significant journey breaks")
+        for b in result.breaks:
+            console.rule(f"[red]{b.label}[/] · q = {b.q_value:.2g}", style="red")
+            console.print(b.description)
+        for out in outs:
+            err_console.print(f"wrote {result.write(out)}")
+    else:
+        _emit(result, fmt, outs)
+
+
 @main.group()
 def lake() -> None:
     """The event lake (Delta Lake)."""

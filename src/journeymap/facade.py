@@ -36,7 +36,9 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from journeymap.analytics.attribution import AttributionResult
+    from journeymap.analytics.breaks import BreaksResult
     from journeymap.analytics.experience import ExperienceResult
+    from journeymap.analytics.personas import PersonasResult
     from journeymap.analytics.retention import (
         LapsedResult,
         RepeatPurchaseResult,
@@ -400,6 +402,52 @@ class Journeymap:
 
         return lapsed(self.journey(), k=k, as_of=as_of, min_purchases=min_purchases)
 
+    def personas(
+        self,
+        *,
+        method: Literal["kmeans", "gmm"] = "kmeans",
+        k: int | None = None,
+        seed: int = 0,
+        lang: str | None = None,
+    ) -> PersonasResult:
+        """Cluster customers into personas; assignments are stored for breakdowns."""
+        from journeymap.analytics.personas import find_personas
+
+        extra: dict[str, Any] = {} if k is None else {"k": k}
+        return find_personas(
+            self.journey(),
+            self.spec,
+            timezone=self.settings.timezone,
+            method=method,
+            seed=seed,
+            path=self._persona_path(),
+            lang=lang,
+            **extra,
+        )
+
+    def _persona_path(self) -> Path:
+        self.journey()
+        assert self._journey is not None
+        return self.settings.cache_dir / f"personas-{self._journey[0]}.parquet"
+
+    def persona_table(self) -> ir.Table | None:
+        """``customer_id, persona, persona_label`` of the last ``personas()`` run on this
+        journey table, or None."""
+        path = self._persona_path()
+        return self.con.read_parquet(path, table_name="personas") if path.exists() else None
+
+    def breaks(self, *, lang: str | None = None, **options: Any) -> BreaksResult:
+        """Journey breaks: step exits, change points, bouncing campaigns, unfinished processes.
+
+        Uses the stored persona assignments, when there are any, to say where a break
+        concentrates. ``options`` go to ``journeymap.analytics.breaks.find_breaks``.
+        """
+        from journeymap.analytics.breaks import find_breaks
+
+        return find_breaks(
+            self.journey(), self.spec, personas=self.persona_table(), lang=lang, **options
+        )
+
     # -- the journey map and the report ---------------------------------------------------------
     def periods(self, days: int = 90) -> tuple[Any, ir.Table, ir.Table]:
         """The last ``days`` of data and the ``days`` before: (Period, current, previous)."""
@@ -427,7 +475,7 @@ class Journeymap:
     def journey_map(self, *, lang: str | None = None, days: int = 90) -> Any:
         """The journey map of all customers: the last ``days`` against the ``days`` before."""
         from journeymap.analytics.experience import experience
-        from journeymap.render.adapters import phase_experience, survey_count
+        from journeymap.render.adapters import detected_breaks, phase_experience, survey_count
         from journeymap.render.build import build_journey_map
 
         language = cast(Any, lang or self.spec.language)
@@ -448,21 +496,28 @@ class Journeymap:
             period=period,
             spec_file=self.settings.spec.name,
             experience=phase_experience(exp_now, exp_before),
+            breaks=detected_breaks(self.breaks(lang=language), self.spec),
             survey_n=survey_count(exp_now),
             currency=self.settings.currency,
         )
 
     def report(self, *, lang: str | None = None, days: int = 90) -> Any:
         """The whole report: the journey map and its companion figures (render.ReportData)."""
-        from journeymap.render.adapters import attribution_credits, retention_cohorts
+        from journeymap.render.adapters import (
+            attribution_credits,
+            persona_profiles,
+            retention_cohorts,
+        )
         from journeymap.render.build import (
             build_attribution,
             build_funnel,
+            build_personas,
             build_report,
             build_retention,
         )
 
         language = cast(Any, lang or self.spec.language)
+        found = self.personas(lang=language)  # first: breaks then know the personas
         journey_map = self.journey_map(lang=language, days=days)
         attribution = self.attribution(models=("first", "last", "linear", "markov", "shapley"))
         retention = self.retention(period="month")
@@ -477,6 +532,7 @@ class Journeymap:
             retention=build_retention(
                 retention_cohorts(retention), lang=language, period_unit="month"
             ),
+            personas=build_personas(self.spec, persona_profiles(found), language),
         )
 
     def write_report(

@@ -9,9 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from journeymap.analytics.attribution import AttributionResult
+from journeymap.analytics.breaks import BreaksResult
 from journeymap.analytics.experience import ExperienceResult
+from journeymap.analytics.personas import PersonasResult
 from journeymap.analytics.retention import RetentionResult
-from journeymap.render.build import PhaseExperience
+from journeymap.model.spec import JourneySpec
+from journeymap.render.build import DetectedBreak, PersonaProfile, PhaseExperience
 
 
 def phase_experience(
@@ -54,3 +57,48 @@ def retention_cohorts(
 
 def survey_count(result: ExperienceResult) -> int:
     return sum(int(acc["n"]) for acc in result.feelings().values())
+
+
+def detected_breaks(result: BreaksResult, spec: JourneySpec) -> list[DetectedBreak]:
+    """Breaks on the map: in the phase of their touchpoint (campaign bounces: first phase)."""
+    phase_of = {t.id: t.phase for t in spec.touchpoints}
+    first_phase = spec.phase_ids()[0]
+    out = []
+    for b in result.breaks:
+        phase = phase_of.get(b.touchpoint or "", first_phase)
+        window = (
+            (b.window_start.date(), b.window_end.date())
+            if b.window_start is not None and b.window_end is not None
+            else None
+        )
+        out.append(
+            DetectedBreak(
+                id=b.id,
+                phase=phase,
+                label=b.label,
+                rate=b.rate,
+                baseline_rate=b.expected_rate,
+                affected_customers=b.affected_customers,
+                lost_revenue=float(b.lost_revenue),
+                p_value=b.p_value,
+                touchpoint=b.touchpoint,
+                window=window,
+            )
+        )
+    return out
+
+
+def persona_profiles(result: PersonasResult) -> list[PersonaProfile]:
+    """What the data says about each persona, named by its matching spec narrative."""
+    return [
+        PersonaProfile(
+            id=p.narrative_id or p.persona,
+            customers=p.customers,
+            share=p.share,
+            conversion_rate=p.conversion_rate,
+            channels=tuple(c for c, _ in p.top_channels[:3]),
+            active_hours=p.peak_hours,
+            typical_path=tuple(p.typical_path[:4]),
+        )
+        for p in result.personas
+    ]
