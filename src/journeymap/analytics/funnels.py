@@ -19,8 +19,8 @@ fixed start this greedy match is exact.
 **Strict order** (``order="strict"``, needs ``skips=False``): step k must be the very next
 event *at the funnel's level* after step k-1 (events whose value at the level is NULL, such as
 events of no touchpoint in a touchpoint funnel, do not count; at ``level="event"`` it is the
-very next event). Every step-1 event may start an attempt; the unit's attempt that gets
-furthest (the earliest of equals) is the one reported, as PostHog's strict funnels do.
+very next event). Every step-1 event may start an attempt (a repeated first step starts
+over); the unit's attempt that gets furthest, the earliest of equals, is the one reported.
 
 ``window_seconds`` limits the funnel to events within that time after the unit's first
 matched step (the *anchor*). ``exclude`` lists values of the same level that break the funnel:
@@ -37,13 +37,15 @@ to the last step, for the units that reach it: quartiles, the 90th percentile an
 
 Times are integer microseconds (``ts_us``) in the engine, reported as seconds.
 
-How it runs (and why 12 steps cost about what 4 do): one scan collects, per unit, the
+How it runs (and why 12 steps cost little more than 4): one scan collects, per unit, the
 positions and times of each step value's events into arrays (one hash aggregation); the greedy
-chain then runs as array filters over those small per-unit arrays, one projection per step;
-one more aggregation gives every count, median and histogram. The chain of one join per step
-that this replaced grew with the number of steps (4.3x from 4 to 12 steps at 5M events).
-Strict order uses one ordered window (``lead`` by 1..n-1) instead. Each intermediate table is
-consumed once, so Ibis never inlines a sub-query twice (architecture.md, "Funnels").
+chain then runs as array filters over those small per-unit arrays, one projection per step; one
+more aggregation gives every count, median and histogram. The chain of one join and one
+group-by per step that this replaced grew with the number of steps (5M events, 4 steps then
+the same 4 repeated to 12: 0.37 s → 1.40 s; now 0.28 s → 0.41 s), and on Spark each of those
+steps is a shuffle. Strict order uses one ordered window (``lead`` by 1..n-1) instead. Each
+intermediate table is consumed once, so Ibis never inlines a sub-query twice
+(architecture.md, "Funnels").
 """
 
 from __future__ import annotations
