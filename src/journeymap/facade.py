@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from journeymap.analytics.attribution import AttributionResult
     from journeymap.analytics.breaks import BreaksResult
     from journeymap.analytics.experience import ExperienceResult
+    from journeymap.analytics.funnels import FunnelDropoffs
+    from journeymap.analytics.paths import PathLevel, StepSankey, TopPaths, TransitionGraph
     from journeymap.analytics.personas import PersonasResult
     from journeymap.analytics.retention import (
         LapsedResult,
@@ -301,26 +303,94 @@ class Journeymap:
         by: StepLevel = "phase",
         skips: bool | None = None,
         window_seconds: int | None = None,
+        order: Literal["loose", "strict"] = "loose",
+        exclude: Sequence[str] = (),
+        per: Literal["customer", "session"] = "customer",
+        breakdown: str | None = None,
         lang: str | None = None,
     ) -> FunnelResult:
-        """An ordered funnel; by default the phase funnel of the spec (skipping allowed)."""
+        """An ordered funnel; by default the phase funnel of the spec (skipping allowed).
+
+        ``order="strict"``: each step must be the very next event at the funnel's level;
+        ``exclude``: steps that end the attempt; ``per="session"``: sessions instead of
+        customers; ``breakdown``: a journey column, ``cohort`` or ``persona``.
+        """
         spec = self.spec
         if steps is None:
             if by != "phase":
                 raise ConfigError(f"give the steps of a {by} funnel (e.g. steps=[...])")
             steps = spec.phase_ids()
         steps = list(steps)
-        self._check_steps(steps, by)
+        self._check_steps([*steps, *exclude], by)
         language = lang or spec.language
         labels = [self._label(s, by, language) for s in steps]
+        if skips is None:
+            skips = by == "phase" and order == "loose"
         return funnel(
             self.journey(),
             steps,
             level=by,
-            skips=(by == "phase") if skips is None else skips,
+            skips=skips,
             window_seconds=window_seconds,
             labels=labels,
+            order=order,
+            exclude=exclude,
+            per=per,
+            breakdown=breakdown,
+            personas=self.persona_table() if breakdown == "persona" else None,
         )
+
+    def funnel_dropoffs(
+        self,
+        steps: Sequence[str],
+        at_step: int,
+        *,
+        by: StepLevel = "phase",
+        skips: bool | None = None,
+        window_seconds: int | None = None,
+        top: int = 10,
+    ) -> FunnelDropoffs:
+        """Who left the funnel before ``at_step`` (1-based), and what they did next."""
+        from journeymap.analytics.funnels import funnel_dropoffs
+
+        self._check_steps(steps, by)
+        return funnel_dropoffs(
+            self.journey(),
+            list(steps),
+            at_step,
+            level=by,
+            skips=by == "phase" if skips is None else skips,
+            window_seconds=window_seconds,
+            top=top,
+        )
+
+    def transitions(
+        self, *, by: PathLevel = "phase", collapse_repeats: bool = False
+    ) -> TransitionGraph:
+        """Transition graph with (start), (exit) and (conversion) nodes."""
+        from journeymap.analytics.paths import transitions
+
+        return transitions(self.journey(), by, collapse_repeats=collapse_repeats)
+
+    def top_paths(
+        self,
+        *,
+        by: PathLevel = "channel",
+        to: Literal["conversion", "exit"] = "conversion",
+        limit: int = 20,
+    ) -> TopPaths:
+        """The most frequent paths to conversion (or exit), with an "other" row."""
+        from journeymap.analytics.paths import top_paths
+
+        return top_paths(self.journey(), by, to=to, limit=limit)
+
+    def step_sankey(
+        self, *, by: PathLevel = "phase", steps: int = 5, top_n: int = 8, anchor: str | None = None
+    ) -> StepSankey:
+        """Step-by-step flows whose column totals reconcile with the funnel."""
+        from journeymap.analytics.paths import step_sankey
+
+        return step_sankey(self.journey(), by, steps=steps, top_n=top_n, anchor=anchor)
 
     def reach(self, *, lang: str | None = None) -> ReachResult:
         """Customers, events and conversion per touchpoint of the spec."""
@@ -505,6 +575,7 @@ class Journeymap:
         """The whole report: the journey map and its companion figures (render.ReportData)."""
         from journeymap.render.adapters import (
             attribution_credits,
+            path_transitions,
             persona_profiles,
             retention_cohorts,
         )
@@ -514,6 +585,7 @@ class Journeymap:
             build_personas,
             build_report,
             build_retention,
+            build_sankey,
         )
 
         language = cast(Any, lang or self.spec.language)
@@ -533,6 +605,11 @@ class Journeymap:
                 retention_cohorts(retention), lang=language, period_unit="month"
             ),
             personas=build_personas(self.spec, persona_profiles(found), language),
+            sankey=build_sankey(
+                path_transitions(self.step_sankey(by="phase", steps=6)),
+                lang=language,
+                labels={p.id: p.label_in(language) for p in self.spec.phases},
+            ),
         )
 
     def write_report(

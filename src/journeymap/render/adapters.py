@@ -11,10 +11,16 @@ from collections.abc import Sequence
 from journeymap.analytics.attribution import AttributionResult
 from journeymap.analytics.breaks import BreaksResult
 from journeymap.analytics.experience import ExperienceResult
+from journeymap.analytics.paths import StepSankey
 from journeymap.analytics.personas import PersonasResult
 from journeymap.analytics.retention import RetentionResult
 from journeymap.model.spec import JourneySpec
-from journeymap.render.build import DetectedBreak, PersonaProfile, PhaseExperience
+from journeymap.render.build import (
+    DetectedBreak,
+    PathTransition,
+    PersonaProfile,
+    PhaseExperience,
+)
 
 
 def phase_experience(
@@ -101,4 +107,17 @@ def persona_profiles(result: PersonasResult) -> list[PersonaProfile]:
             typical_path=tuple(p.typical_path[:4]),
         )
         for p in result.personas
+    ]
+
+
+def path_transitions(sankey: StepSankey) -> list[PathTransition]:
+    """Flows between consecutive steps; a journey that exits ends its path (target None)."""
+    return [
+        PathTransition(
+            step=f.step,
+            source=f.source,
+            target=None if f.target == "(exit)" else f.target,
+            customers=f.units,
+        )
+        for f in sankey.flows
     ]
