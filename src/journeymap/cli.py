@@ -301,6 +301,22 @@ def parse_duration(text: str | None) -> int | None:
     help="Stop at the first missing step (default: skips allowed for phases).",
 )
 @click.option("--window", default=None, help="Conversion window from the first step, e.g. 7d.")
+@click.option(
+    "--order",
+    type=click.Choice(["loose", "strict"]),
+    default="loose",
+    show_default=True,
+    help="strict: each step must be the very next event.",
+)
+@click.option("--exclude", default=None, metavar="X,Y", help="Steps that end an attempt.")
+@click.option(
+    "--per", type=click.Choice(["customer", "session"]), default="customer", show_default=True
+)
+@click.option(
+    "--breakdown",
+    default=None,
+    help="A journey column (device, channel, campaign, …), cohort or persona.",
+)
 @click.option("--lang", type=click.Choice(["en", "de"]), default=None)
 @_fmt_option
 @_out_option
@@ -311,6 +327,10 @@ def analyze_funnel(
     by: str,
     strict: bool | None,
     window: str | None,
+    order: str,
+    exclude: str | None,
+    per: str,
+    breakdown: str | None,
     lang: str | None,
     fmt: str,
     outs: tuple[Path, ...],
@@ -322,9 +342,116 @@ def analyze_funnel(
         by=cast(Any, by),
         skips=None if strict is None else not strict,
         window_seconds=parse_duration(window),
+        order=cast(Any, order),
+        exclude=[x.strip() for x in exclude.split(",") if x.strip()] if exclude else (),
+        per=cast(Any, per),
+        breakdown=breakdown,
         lang=lang,
     )
     _emit(result, fmt, outs, funnel_table(result, f"Funnel by {by} ({result.entered:,} entered)"))
+
+
+@analyze.command("dropoffs")
+@click.option("--steps", required=True, metavar="A,B,C", help="The funnel's ordered steps.")
+@click.option(
+    "--at",
+    "at_step",
+    type=click.IntRange(min=2),
+    required=True,
+    help="The step (1-based) customers did not reach.",
+)
+@click.option(
+    "--by",
+    type=click.Choice(["phase", "touchpoint", "event", "channel"]),
+    default="phase",
+    show_default=True,
+)
+@click.option("--top", type=int, default=10, show_default=True)
+@_fmt_option
+@_out_option
+@click.pass_context
+def analyze_dropoffs(
+    ctx: click.Context,
+    steps: str,
+    at_step: int,
+    by: str,
+    top: int,
+    fmt: str,
+    outs: tuple[Path, ...],
+) -> None:
+    """Who left the funnel before a step, and what they did next (--out lists them)."""
+    result = _jm(ctx).funnel_dropoffs(
+        [x.strip() for x in steps.split(",") if x.strip()], at_step, by=cast(Any, by), top=top
+    )
+    _emit(result, fmt, outs)
+
+
+@analyze.command("transitions")
+@click.option(
+    "--by",
+    type=click.Choice(["phase", "touchpoint", "event", "channel"]),
+    default="phase",
+    show_default=True,
+)
+@click.option("--collapse", is_flag=True, help="Merge repeated consecutive values.")
+@_fmt_option
+@_out_option
+@click.pass_context
+def analyze_transitions(
+    ctx: click.Context, by: str, collapse: bool, fmt: str, outs: tuple[Path, ...]
+) -> None:
+    """Transition graph with (start), (exit) and (conversion) nodes."""
+    result = _jm(ctx).transitions(by=cast(Any, by), collapse_repeats=collapse)
+    _emit(result, fmt, outs)
+
+
+@analyze.command("paths")
+@click.option(
+    "--by",
+    type=click.Choice(["phase", "touchpoint", "event", "channel"]),
+    default="channel",
+    show_default=True,
+)
+@click.option(
+    "--to", type=click.Choice(["conversion", "exit"]), default="conversion", show_default=True
+)
+@click.option("--limit", type=int, default=20, show_default=True)
+@_fmt_option
+@_out_option
+@click.pass_context
+def analyze_paths(
+    ctx: click.Context, by: str, to: str, limit: int, fmt: str, outs: tuple[Path, ...]
+) -> None:
+    """The most frequent paths to conversion or to exit."""
+    result = _jm(ctx).top_paths(by=cast(Any, by), to=cast(Any, to), limit=limit)
+    _emit(result, fmt, outs)
+
+
+@analyze.command("sankey")
+@click.option(
+    "--by",
+    type=click.Choice(["phase", "touchpoint", "event", "channel"]),
+    default="phase",
+    show_default=True,
+)
+@click.option("--steps", type=click.IntRange(2, 20), default=5, show_default=True)
+@click.option("--top", type=click.IntRange(1, 30), default=8, show_default=True)
+@click.option("--anchor", default=None, help="Start every path at this value.")
+@_fmt_option
+@_out_option
+@click.pass_context
+def analyze_sankey(
+    ctx: click.Context,
+    by: str,
+    steps: int,
+    top: int,
+    anchor: str | None,
+    fmt: str,
+    outs: tuple[Path, ...],
+) -> None:
+    """Step-by-step flows (step k to k+1), top values plus "other", exits per step."""
+    result = _jm(ctx).step_sankey(by=cast(Any, by), steps=steps, top_n=top, anchor=anchor)
+    _emit(result, fmt, outs)
 
 
 @analyze.command("reach")
