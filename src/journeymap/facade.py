@@ -575,13 +575,17 @@ class Journeymap:
         """The whole report: the journey map and its companion figures (render.ReportData)."""
         from journeymap.render.adapters import (
             attribution_credits,
+            detected_breaks,
             path_transitions,
             persona_profiles,
             retention_cohorts,
+            touchpoint_transitions,
         )
         from journeymap.render.build import (
             build_attribution,
+            build_break,
             build_funnel,
+            build_graph,
             build_personas,
             build_report,
             build_retention,
@@ -609,6 +613,15 @@ class Journeymap:
                 path_transitions(self.step_sankey(by="phase", steps=6)),
                 lang=language,
                 labels={p.id: p.label_in(language) for p in self.spec.phases},
+            ),
+            breaks=[
+                build_break(b, self.spec, language, self.settings.currency)
+                for b in detected_breaks(self.breaks(lang=language), self.spec)
+            ],
+            graph=build_graph(
+                self.spec,
+                touchpoint_transitions(self.transitions(by="touchpoint", collapse_repeats=True)),
+                lang=language,
             ),
         )
 

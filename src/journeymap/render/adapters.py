@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from journeymap.analytics.attribution import AttributionResult
 from journeymap.analytics.breaks import BreaksResult
 from journeymap.analytics.experience import ExperienceResult
-from journeymap.analytics.paths import StepSankey
+from journeymap.analytics.paths import StepSankey, TransitionGraph
 from journeymap.analytics.personas import PersonasResult
 from journeymap.analytics.retention import RetentionResult
 from journeymap.model.spec import JourneySpec
@@ -121,3 +121,12 @@ def path_transitions(sankey: StepSankey) -> list[PathTransition]:
         )
         for f in sankey.flows
     ]
+
+
+def touchpoint_transitions(graph: TransitionGraph) -> dict[tuple[str, str], int]:
+    """Transitions between touchpoints (the synthetic start/exit/conversion nodes dropped)."""
+    return {
+        (e.source, e.target): e.count
+        for e in graph.edges
+        if not (e.source.startswith("(") or e.target.startswith("("))
+    }
