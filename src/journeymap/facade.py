@@ -542,31 +542,67 @@ class Journeymap:
         previous = j.filter((j.ts_us >= us(prev_start)) & (j.ts_us < us(prev_end) + day))
         return Period(start, end, prev_start, prev_end), current, previous
 
-    def journey_map(self, *, lang: str | None = None, days: int = 90) -> Any:
-        """The journey map of all customers: the last ``days`` against the ``days`` before."""
+    def journey_map(
+        self,
+        *,
+        lang: str | None = None,
+        days: int = 90,
+        persona: str | None = None,
+        personas: PersonasResult | None = None,
+        breaks: BreaksResult | None = None,
+    ) -> Any:
+        """The journey map: the last ``days`` against the ``days`` before.
+
+        ``persona`` (a spec persona id or a data persona id) restricts the map to that
+        persona's customers; ``personas``/``breaks`` reuse results already computed.
+        """
         from journeymap.analytics.experience import experience
-        from journeymap.render.adapters import detected_breaks, phase_experience, survey_count
+        from journeymap.render.adapters import (
+            detected_breaks,
+            persona_profiles,
+            phase_experience,
+            survey_count,
+        )
         from journeymap.render.build import build_journey_map
 
         language = cast(Any, lang or self.spec.language)
         period, current, previous = self.periods(days)
+        narrative, profile = None, None
+        found_breaks: tuple[Any, ...] = ()
+        if persona is None:
+            found_breaks = tuple(detected_breaks(breaks or self.breaks(lang=language), self.spec))
+        else:
+            found = personas or self.personas(lang=language)
+            match = next(
+                (p for p in found.personas if persona in (p.narrative_id, p.persona)), None
+            )
+            table = self.persona_table()
+            if match is None or table is None:
+                known = ", ".join(p.narrative_id or p.persona for p in found.personas)
+                raise ConfigError(f"unknown persona {persona!r}; the data has: {known}")
+            members = table.filter(table.persona == match.persona).select("customer_id")
+            current = current.semi_join(members, "customer_id")
+            previous = previous.semi_join(members, "customer_id")
+            spec_ids = {p.id for p in self.spec.personas}
+            narrative = match.narrative_id if match.narrative_id in spec_ids else None
+            profile = persona_profiles(found)[found.personas.index(match)]
         steps = self.spec.phase_ids()
         labels = [self.spec.phase(p).label_in(language) for p in steps]
-        now = funnel(current, steps, labels=labels)
-        before = funnel(previous, steps, labels=labels)
         exp_now = experience(current, self.spec, lang=language)
         exp_before = experience(previous, self.spec, lang=language)
         tps = [(t.id, t.label_in(language), t.phase, t.channel) for t in self.spec.touchpoints]
         return build_journey_map(
             self.spec,
-            now,
+            funnel(current, steps, labels=labels),
             touchpoint_reach(current, tps),
             lang=language,
-            previous=before,
+            previous=funnel(previous, steps, labels=labels),
             period=period,
             spec_file=self.settings.spec.name,
+            persona=narrative,
+            persona_profile=profile,
             experience=phase_experience(exp_now, exp_before),
-            breaks=detected_breaks(self.breaks(lang=language), self.spec),
+            breaks=found_breaks,
             survey_n=survey_count(exp_now),
             currency=self.settings.currency,
         )
@@ -594,11 +630,16 @@ class Journeymap:
 
         language = cast(Any, lang or self.spec.language)
         found = self.personas(lang=language)  # first: breaks then know the personas
-        journey_map = self.journey_map(lang=language, days=days)
+        found_breaks = self.breaks(lang=language)
+        maps = [self.journey_map(lang=language, days=days, breaks=found_breaks)]
+        maps += [
+            self.journey_map(lang=language, days=days, persona=p.persona, personas=found)
+            for p in found.personas
+        ]
         attribution = self.attribution(models=("first", "last", "linear", "markov", "shapley"))
         retention = self.retention(period="month")
         return build_report(
-            [journey_map],
+            maps,
             funnel=build_funnel(self.funnel(lang=language), lang=language),
             attribution=build_attribution(
                 attribution_credits(attribution),
@@ -616,7 +657,7 @@ class Journeymap:
             ),
             breaks=[
                 build_break(b, self.spec, language, self.settings.currency)
-                for b in detected_breaks(self.breaks(lang=language), self.spec)
+                for b in detected_breaks(found_breaks, self.spec)
             ],
             graph=build_graph(
                 self.spec,
