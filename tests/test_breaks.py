@@ -546,3 +546,17 @@ def test_persona_segments_reach_the_concentration_search(shop, tmp_path):
     again = find_breaks(journey, spec, personas=personas)
     assert [b.id for b in again.breaks] == [b.id for b in result.breaks]
     assert all(b.concentration.get("persona", "hit") == "hit" for b in again.breaks)
+
+
+def test_rate_series_peaks_inside_the_injected_window(shop):
+    """The weekly rate behind each break's sparkline is high in its window, low outside."""
+    result, truth, *_ = shop
+    size = next(b for b in result.breaks if b.kind == "step_exit")
+    t = truth.break_by_id("mobile_size_select")
+    start, end = t.window_start.date(), t.window_end.date()
+    inside = [r for d, r in size.series if start <= d <= end - dt.timedelta(days=6)]
+    outside = [r for d, r in size.series if d + dt.timedelta(days=6) < start or d > end]
+    assert inside
+    assert outside
+    assert min(inside) > 3 * max(outside)
+    assert [d for d, _ in size.series] == sorted(d for d, _ in size.series)

@@ -31,6 +31,7 @@ baseline (the other segment values, the days outside the window, or the other ca
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -120,6 +121,8 @@ class JourneyBreak:
     description: str
     #: the affected customers (not in ``to_records``; see ``BreaksResult.customers``)
     customer_ids: tuple[str, ...] = field(repr=False, default=())
+    #: the rate per week (UTC, from the week's first day) in the break's subject and segment
+    series: tuple[tuple[dt.date, float], ...] = field(repr=False, default=())
 
     def record(self) -> dict[str, Any]:
         d = asdict(self)
@@ -282,9 +285,28 @@ def find_breaks(
         found.append(
             _describe(trials_of, head, related, spec, language, concentration_share, min_trials)
         )
-    breaks = _fold_into_campaigns(found, 0.5)
+    breaks = [_with_series(b, rates) for b in _fold_into_campaigns(found, 0.5)]
     breaks.sort(key=lambda b: (-b.lost_revenue, -b.excess_exits, b.id))
     return BreaksResult(breaks, tests, alpha, settings)
+
+
+def _with_series(b: JourneyBreak, rates: pd.DataFrame) -> JourneyBreak:
+    """The break with its weekly rate (exits / trials) in its subject and segment: daily
+    counts are too small to read as a sparkline."""
+    rows = rates[(rates["kind"] == b.kind) & (rates["subject"] == b.subject)]
+    for col, value in b.segment.items():
+        if col in rows.columns:
+            rows = rows[rows[col] == value]
+    weeks = rows.assign(week=(rows["day"] // 7) * 7)
+    daily = weeks.groupby("week")[["n", "exits"]].sum().sort_index()
+    epoch = dt.date(1970, 1, 1)
+    days, n, exits = (daily.index.to_numpy(), daily["n"].to_numpy(), daily["exits"].to_numpy())
+    series = tuple(
+        (epoch + dt.timedelta(days=int(d)), float(e) / float(k))
+        for d, k, e in zip(days, n, exits, strict=True)
+        if k > 0
+    )
+    return dataclasses.replace(b, series=series)
 
 
 def _fold_into_campaigns(

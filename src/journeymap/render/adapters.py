@@ -88,6 +88,7 @@ def detected_breaks(result: BreaksResult, spec: JourneySpec) -> list[DetectedBre
                 lost_revenue=float(b.lost_revenue),
                 p_value=b.p_value,
                 touchpoint=b.touchpoint,
+                series=b.series,
                 window=window,
             )
         )
