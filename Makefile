@@ -41,8 +41,12 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
+# Benchmarks are not tests: they print tables for BENCHMARKS.md (see each script's --help).
 bench: install
-	$(PY) bench/bench_foundation.py
+	$(PY) bench/bench_import.py
+	$(PY) bench/bench_journey.py
+	$(PY) bench/bench_render.py
+	$(PY) bench/bench_collector.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache
