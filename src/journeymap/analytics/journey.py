@@ -28,9 +28,7 @@ integer microseconds (``ts_us``); properties are read with ``re_extract``, never
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import uuid
 from collections.abc import Sequence
 from functools import reduce
 from pathlib import Path
@@ -40,6 +38,7 @@ import ibis
 import ibis.expr.types as ir
 
 from journeymap.model.spec import COLUMN_CONDITIONS, JourneySpec, Match
+from journeymap.storage.files import atomic_target
 
 #: Bump when the journey table's definition changes, so caches are rebuilt.
 JOURNEY_TABLE_VERSION = 1
@@ -242,13 +241,8 @@ class JourneyCache:
         path = self.path_for(key)
         if path.exists():
             return path, False
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / f".tmp-{uuid.uuid4().hex}.parquet"
-        try:
+        with atomic_target(path) as tmp:
             con.to_parquet(build, tmp, compression="zstd")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
         self._prune(keep=path)
         return path, True
 

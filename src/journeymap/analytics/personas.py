@@ -20,8 +20,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -57,6 +55,7 @@ from journeymap.analytics.features import (
 )
 from journeymap.analytics.results import TableResult
 from journeymap.model.spec import JourneySpec, PersonaNarrative, text_in
+from journeymap.storage.files import atomic_target
 
 ASSIGNMENT_SCHEMA = pa.schema(
     [
@@ -177,13 +176,8 @@ class PersonasResult(TableResult):
 def write_assignments(table: pa.Table, path: str | Path) -> Path:
     """Write the assignment table atomically (temporary file, then rename)."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.parent / f".tmp-{uuid.uuid4().hex}.parquet"
-    try:
+    with atomic_target(p) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
     return p
 
 

@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 import jinja2
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -46,7 +45,7 @@ from pydantic import (
 )
 
 from journeymap.errors import SpecError, SpecProblem
-from journeymap.model.spec import Scalar, _as_list, _field_path, _Located, _pydantic_message
+from journeymap.model.spec import Scalar, _as_list, _field_path, _pydantic_message, read_located
 
 _ID = r"^[a-z][a-z0-9_]*$"
 _CONDITION_FIELD = re.compile(r"^(profile|event)\.[A-Za-z_$][A-Za-z0-9_$.\-]*$")
@@ -381,24 +380,12 @@ def _message(err: Mapping[str, Any], loc: Sequence[str | int]) -> str:
 
 def parse_campaign(text: str, file: str = "<campaign>") -> Campaign:
     """Parse and validate campaign YAML; raise ``CampaignError`` listing every problem."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        reason = getattr(exc, "problem", None) or str(exc)
-        raise CampaignError([SpecProblem(file, line, "", f"not valid YAML: {reason}")]) from None
-    if root is None or not isinstance(data, dict):
-        raise CampaignError(
-            [SpecProblem(file, 1, "", "a campaign is a YAML mapping with id, trigger and steps")]
-        )
-    located = _Located()
-    located.walk(root)
-    problems = [
-        SpecProblem(file, line, _field_path(path), "duplicate key (the later one would win)")
-        for path, line in located.duplicates
-    ]
+    data, located, problems = read_located(
+        text,
+        file,
+        error=CampaignError,
+        not_mapping="a campaign is a YAML mapping with id, trigger and steps",
+    )
     campaign: Campaign | None = None
     try:
         campaign = Campaign.model_validate(data)

@@ -355,8 +355,17 @@ def _field_path(loc: Sequence[str | int]) -> str:
     return out
 
 
-def parse_spec(text: str, file: str = "<spec>") -> JourneySpec:
-    """Parse and validate spec YAML; raise ``SpecError`` listing every problem."""
+def read_located(
+    text: str,
+    file: str,
+    *,
+    error: type[SpecError],
+    not_mapping: str,
+) -> tuple[dict[str, Any], _Located, list[SpecProblem]]:
+    """YAML text as data, the line of every node, and its duplicate-key problems.
+
+    Raises ``error`` for text that is not YAML (with the line) or not a mapping.
+    """
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -364,25 +373,27 @@ def parse_spec(text: str, file: str = "<spec>") -> JourneySpec:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         reason = getattr(exc, "problem", None) or str(exc)
-        raise SpecError([SpecProblem(file, line, "", f"not valid YAML: {reason}")]) from None
+        raise error([SpecProblem(file, line, "", f"not valid YAML: {reason}")]) from None
     if root is None or not isinstance(data, dict):
-        raise SpecError(
-            [
-                SpecProblem(
-                    file,
-                    1,
-                    "",
-                    "the spec must be a YAML mapping with at "
-                    "least phases (or model), touchpoints and goal",
-                )
-            ]
-        )
+        raise error([SpecProblem(file, 1, "", not_mapping)])
     located = _Located()
     located.walk(root)
     problems = [
         SpecProblem(file, line, _field_path(path), "duplicate key (the later one would win)")
         for path, line in located.duplicates
     ]
+    return data, located, problems
+
+
+def parse_spec(text: str, file: str = "<spec>") -> JourneySpec:
+    """Parse and validate spec YAML; raise ``SpecError`` listing every problem."""
+    data, located, problems = read_located(
+        text,
+        file,
+        error=SpecError,
+        not_mapping="the spec must be a YAML mapping with at least phases (or model), "
+        "touchpoints and goal",
+    )
     spec: JourneySpec | None = None
     try:
         spec = JourneySpec.model_validate(data)

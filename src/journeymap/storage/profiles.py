@@ -831,19 +831,13 @@ class ProfileStore:
 
     def export_identity_map(self, path: str | Path) -> Path:
         """Write ``identity_map()`` as Parquet (temporary file, then rename)."""
-        import os
-        import uuid
-
         import pyarrow.parquet as pq
 
+        from journeymap.storage.files import atomic_target
+
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".tmp-{uuid.uuid4().hex}.parquet")
-        try:
+        with atomic_target(target) as tmp:
             pq.write_table(self.identity_map(), tmp)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
         return target
 
     # -- erasure ------------------------------------------------------------------------
