@@ -72,6 +72,39 @@ def _non_negative_float(value: Any) -> float:
     return number
 
 
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{value!r} is not true or false")
+
+
+def _share(value: Any) -> float:
+    number = _non_negative_float(value)
+    if number > 0.5:
+        raise ValueError(f"{number} must be between 0 and 0.5 (1 to 10 % is usual)")
+    return number
+
+
+def _quiet_hours(value: Any) -> str:
+    text = str(value).strip()
+    if not text:
+        return ""
+    parts = text.split("-")
+    if len(parts) != 2 or not all(_is_clock(p.strip()) for p in parts):
+        raise ValueError(f"{text!r} is not a time range; use HH:MM-HH:MM such as 21:00-08:00")
+    return f"{parts[0].strip()}-{parts[1].strip()}"
+
+
+def _is_clock(text: str) -> bool:
+    hh, sep, mm = text.partition(":")
+    return bool(sep) and hh.isdigit() and mm.isdigit() and int(hh) < 24 and int(mm) < 60
+
+
 def _database_url(value: Any) -> str:
     text = str(value).strip()
     scheme = text.split(":", 1)[0].split("+", 1)[0]
@@ -212,6 +245,108 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "Days the inbox remembers loaded message ids, so that late resends are dropped.",
         _positive_int,
     ),
+    # -- campaigns: playbooks, channels, policies, the worker --
+    Setting(
+        "campaigns_dir",
+        "campaigns",
+        "Campaign flows (YAML, one per file) that `journeymap worker` runs; a missing folder "
+        "means none. `journeymap init` copies the shipped phase playbooks here.",
+        is_path=True,
+    ),
+    Setting(
+        "offers",
+        "offers.yaml",
+        "Banner and in-app offers the decide API (`POST /v1/decide`) chooses among (YAML).",
+        is_path=True,
+    ),
+    Setting(
+        "tracking_base_url",
+        "http://127.0.0.1:8000",
+        "Public URL of `journeymap serve`: tracked links, the open pixel, unsubscribe and "
+        "preference pages in messages point here.",
+    ),
+    Setting(
+        "tracking_secret_file",
+        ".journeymap/tracking_secret",
+        "File holding the key that signs tracking and unsubscribe URLs (created with a random "
+        "key when missing).",
+        is_path=True,
+    ),
+    Setting("smtp_host", "localhost", "SMTP server for the email channel."),
+    Setting(
+        "smtp_port", 25, "SMTP port (587 with smtp_starttls, 465 with smtp_ssl).", _positive_int
+    ),
+    Setting("smtp_starttls", False, "Upgrade the SMTP connection with STARTTLS.", _bool),
+    Setting("smtp_ssl", False, "Connect to the SMTP server over TLS (port 465).", _bool),
+    Setting(
+        "smtp_username",
+        "",
+        "SMTP login (empty: none). The password is read from the environment variable "
+        "SMTP_PASSWORD, never from settings.",
+    ),
+    Setting("smtp_sender", "journeymap@localhost", "From address of campaign email."),
+    Setting("smtp_sender_name", "", "Display name of the From address."),
+    Setting(
+        "webhook_url",
+        "",
+        "Where the webhook channel POSTs signed JSON (empty: no webhook channel).",
+    ),
+    Setting(
+        "webhook_secret_file",
+        ".journeymap/webhook_secret",
+        "File holding the HMAC key of webhook signatures (created when missing).",
+        is_path=True,
+    ),
+    Setting(
+        "vapid_private_key_file",
+        ".journeymap/vapid_private.pem",
+        "The Web Push (VAPID) private key, PEM (created when missing; browsers subscribe with "
+        "its public key, see `GET /v1/push/key`).",
+        is_path=True,
+    ),
+    Setting(
+        "vapid_subject",
+        "mailto:admin@localhost",
+        "Contact of the sender that push services see in the VAPID token (mailto: or https:).",
+    ),
+    Setting(
+        "quiet_hours",
+        "21:00-08:00",
+        "No marketing message in this local time range of the recipient (HH:MM-HH:MM; "
+        "empty: none); messages wait until it ends.",
+        _quiet_hours,
+    ),
+    Setting(
+        "cap_per_day",
+        3,
+        "Marketing messages per customer per local day, all channels together (0: no cap).",
+        _non_negative_int,
+    ),
+    Setting(
+        "cap_per_week",
+        10,
+        "Marketing messages per customer per local week (Monday first), all channels (0: none).",
+        _non_negative_int,
+    ),
+    Setting(
+        "global_control_share",
+        0.0,
+        "Share of customers in the global control group: no marketing from any campaign, "
+        "measured like everyone else (0 to 0.5).",
+        _share,
+    ),
+    Setting(
+        "worker_interval_seconds",
+        1.0,
+        "How often `journeymap worker` polls for due timers, new events and queued messages.",
+        _non_negative_float,
+    ),
+    Setting(
+        "worker_batch_size",
+        200,
+        "Queued messages one worker claims per round.",
+        _positive_int,
+    ),
 )
 _BY_NAME: Final = {s.name: s for s in SETTINGS}
 
@@ -245,6 +380,27 @@ class Settings:
     loader_interval_seconds: float
     loader_batch_size: int
     inbox_retention_days: int
+    campaigns_dir: Path
+    offers: Path
+    tracking_base_url: str
+    tracking_secret_file: Path
+    smtp_host: str
+    smtp_port: int
+    smtp_starttls: bool
+    smtp_ssl: bool
+    smtp_username: str
+    smtp_sender: str
+    smtp_sender_name: str
+    webhook_url: str
+    webhook_secret_file: Path
+    vapid_private_key_file: Path
+    vapid_subject: str
+    quiet_hours: str
+    cap_per_day: int
+    cap_per_week: int
+    global_control_share: float
+    worker_interval_seconds: float
+    worker_batch_size: int
     #: where each value came from: "default", the project file, "env JOURNEYMAP_X", "argument"
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
 

@@ -8,24 +8,18 @@ is the same as ``journeymap serve`` without the CLI (the tests start it as a sub
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 from pathlib import Path
 
 from journeymap.config import Settings
+from journeymap.storage.files import ensure_secret_file
 
 
 def ensure_admin_token(settings: Settings) -> tuple[Path, bool]:
     """Create ``admin_token_file`` with a random token (mode 0600) if missing; returns the
     path and whether it was created. The token itself is never printed."""
-    path = settings.admin_token_file
-    if path.exists():
-        return path, False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(secrets.token_urlsafe(32) + "\n")
-    return path, True
+    _, created = ensure_secret_file(settings.admin_token_file, lambda: secrets.token_urlsafe(32))
+    return settings.admin_token_file, created
 
 
 def serve(
