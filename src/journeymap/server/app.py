@@ -27,6 +27,7 @@ from journeymap.collect.collector import Collector, CollectorConfig, Faults
 from journeymap.collect.errors import CollectorError
 from journeymap.collect.loader import InboxLoader, LoaderThread
 from journeymap.config import Settings
+from journeymap.orchestration.runtime import CampaignRuntime
 from journeymap.storage.db import OperationalDB, database_url
 from journeymap.storage.lake import DeltaEventStore
 
@@ -66,6 +67,8 @@ class ServerState:
     loader: InboxLoader
     admin_token: str | None
     cors_origins: frozenset[str]
+    #: campaigns, channels and tracking of the project (built lazily from the settings)
+    campaigns: CampaignRuntime
     loader_thread: LoaderThread | None = None
     owns_db: bool = False
 
@@ -93,12 +96,14 @@ def create_app(
     admin_token: str | None = None,
     faults: Faults | None = None,
     loader_interval: float | None = None,
+    campaigns: CampaignRuntime | None = None,
 ) -> FastAPI:
     """The server for the project of ``settings``.
 
     ``db`` and ``store`` default to the ones the settings name (the app then opens and closes
     the database); ``admin_token`` defaults to the content of ``admin_token_file`` (no file:
-    the admin API answers 403); ``loader_interval`` overrides ``loader_interval_seconds``.
+    the admin API answers 403); ``loader_interval`` overrides ``loader_interval_seconds``;
+    ``campaigns`` replaces the campaign runtime (tests: a fake clock, channels of their own).
     """
     from journeymap.server.admin_routes import admin_router
     from journeymap.server.collector_routes import add_collector_routes
@@ -126,6 +131,7 @@ def create_app(
         ),
         admin_token=admin_token if admin_token is not None else read_admin_token(settings),
         cors_origins=frozenset(o.strip() for o in settings.cors_origins.split(",") if o.strip()),
+        campaigns=campaigns or CampaignRuntime.open(settings, database),
         owns_db=owns_db,
     )
     interval = settings.loader_interval_seconds if loader_interval is None else loader_interval
