@@ -30,7 +30,7 @@ def _iso(ts: Any) -> str:
     if isinstance(ts, dt.datetime):
         if ts.tzinfo is None:
             ts = ts.replace(tzinfo=dt.UTC)
-        return ts.isoformat()
+        return str(ts.isoformat())
     return str(ts)
 
 
