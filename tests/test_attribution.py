@@ -638,3 +638,59 @@ def test_every_expression_compiles_for_duckdb_and_spark(hand):
 def test_models_constant_lists_every_model():
     assert set(MODELS) - set(PATH_MODELS) == {"time_decay"}
     assert math.isclose(sum([0.4, 0.2, 0.4]), 1.0)
+
+
+TRANSACTIONAL_SPEC = """\
+version: 1
+model: three-stage
+touchpoints:
+  - {id: ad, phase: before_purchase, channel: social_ads, match: {event: ad_click}}
+  - {id: mail, phase: before_purchase, channel: email, match: {event: newsletter_click}}
+  - {id: order, phase: during_purchase, match: {event: order_completed}}
+  - {id: shipping, phase: after_purchase, channel: email, transactional: true,
+     match: {event: order_shipped}}
+goal: {match: {event: order_completed}}
+"""
+
+
+def test_transactional_touchpoints_are_no_marketing_touches(tmp_path):
+    """A shipping notice (channel email, transactional) opens a session before the next order,
+    but it brought nobody: first/last touch go to the ad and the newsletter, not to it."""
+    from journeymap import Journeymap
+
+    (tmp_path / "journey.yaml").write_text(TRANSACTIONAL_SPEC, encoding="utf-8")
+    rows = [
+        # a: ad → order; shipping notice days later; then shipping opens the session of order 2
+        ("a", "2026-01-01T10:00", "ad_click", "social_ads", None),
+        ("a", "2026-01-01T10:05", "order_completed", None, 10),
+        ("a", "2026-01-03T09:00", "order_shipped", "email", None),
+        ("a", "2026-01-03T09:10", "order_completed", None, 20),
+        # b: newsletter → order; the shipping notice opens a session that converts nothing
+        ("b", "2026-01-02T10:00", "newsletter_click", "email", None),
+        ("b", "2026-01-02T10:02", "order_completed", None, 30),
+        ("b", "2026-01-04T08:00", "order_shipped", "email", None),
+    ]
+    events = make_events(
+        [
+            {"customer_id": c, "ts": f"{t}:00+00:00", "event": e, "channel": ch, "revenue": r}
+            for c, t, e, ch, r in rows
+        ]
+    )
+    with Journeymap(tmp_path) as jm:
+        jm.append(events)
+        res = jm.attribution(models=["first", "last"])
+        credit = {(c.model, c.channel): c.conversions for c in res.credits}
+        # order a1 ← social_ads, order b1 ← email (newsletter); order a2 has no marketing touch
+        # in its journey (the session it came in was opened by the shipping notice)
+        assert credit == {
+            ("first", "social_ads"): 1.0,
+            ("first", "email"): 1.0,
+            ("last", "social_ads"): 1.0,
+            ("last", "email"): 1.0,
+        }
+        assert res.unattributed_conversions == 1
+        assert res.unattributed_value == Decimal("20")
+        everything = jm.attribution(models=["first"], include_transactional=True)
+        credit_all = {c.channel: c.conversions for c in everything.credits}
+        assert credit_all == {"social_ads": 1.0, "email": 2.0}
+        assert everything.unattributed_conversions == 0

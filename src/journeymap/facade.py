@@ -406,18 +406,28 @@ class Journeymap:
         touch: Literal["event", "session"] = "session",
         lookback_days: float | None = 30,
         markov_order: int = 1,
+        include_transactional: bool = False,
         **options: Any,
     ) -> AttributionResult:
         """Credit for conversions per channel or touchpoint under several models.
 
         ``touch="session"`` (the default) counts how each session began, the usual unit of
-        marketing attribution; ``"event"`` counts every event. ``options`` go to
-        ``journeymap.analytics.attribution.attribution`` (half_life_days, seed, …).
+        marketing attribution; ``"event"`` counts every event. The spec's transactional
+        touchpoints (shipping notices, surveys: ``transactional: true``) are no marketing
+        touches and are left out unless ``include_transactional``; a session they opened
+        then has no touch. ``options`` go to ``journeymap.analytics.attribution.attribution``
+        (half_life_days, seed, …).
         """
         from journeymap.analytics.attribution import MODELS, attribution
 
+        journey = self.journey()
+        transactional = [t.id for t in self.spec.touchpoints if t.transactional]
+        if transactional and not include_transactional:
+            journey = journey.filter(
+                journey.touchpoint.isnull() | ~journey.touchpoint.isin(transactional)
+            )
         return attribution(
-            self.journey(),
+            journey,
             level=by,
             models=tuple(models) if models else MODELS,  # type: ignore[arg-type]
             touch=touch,

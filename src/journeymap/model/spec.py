@@ -136,6 +136,9 @@ class Touchpoint(_Strict):
     phase: str
     channel: str | None = None
     kind: Literal["direct", "indirect"] = "direct"
+    #: a message the customer gets because of what they did (order confirmation, shipping
+    #: notice, survey invitation): not a marketing touch, so attribution leaves it out
+    transactional: bool = False
     description: Text | None = None
     match: Match | None = None
 
