@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 import time
@@ -878,31 +879,91 @@ def campaigns_preview(
 @click.argument("campaign_id")
 @click.pass_context
 def campaigns_report(ctx: click.Context, campaign_id: str) -> None:
-    """Entries and conversions per group and the uplift against the holdout (95% interval)."""
-    from journeymap.orchestration.report import campaign_report
-
+    """Per group and variant: entries, sends, deliveries, opens, clicks, conversions and
+    revenue, and the uplift against the holdout (95% interval)."""
     with _jm(ctx) as jm:
-        r = campaign_report(jm.db, campaign_id)
+        r = jm.campaign_report(campaign_id)
+        currency = jm.settings.currency
     table = Table(title=f"Campaign {campaign_id}", title_justify="left")
-    for col in ("group", "entries", "conversions", "rate", "sent", "suppressed"):
-        table.add_column(col, justify="left" if col == "group" else "right")
-    for name, g in r.groups.items():
+    cols = ["group", "variant", "entries", "sent", "delivered", "suppressed", "opened"]
+    cols += ["clicked", "unsubscribed", "conversions", "rate", f"revenue ({currency})"]
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("group", "variant") else "right")
+    for g in r.variants:
         table.add_row(
-            name,
+            g.group,
+            g.variant or "–",
             f"{g.entries:,}",
-            f"{g.conversions:,}",
-            _pct(g.rate),
+            f"{g.sends:,}",
             f"{g.messages_sent:,}",
             f"{g.messages_suppressed:,}",
+            f"{g.opened:,}",
+            f"{g.clicked:,}",
+            f"{g.unsubscribed:,}",
+            f"{g.conversions:,}",
+            _pct(g.rate),
+            f"{g.revenue:,.2f}",
         )
     console.print(table)
     if r.uplift is None:
         console.print("uplift: not measurable yet (needs entries in treatment and holdout)")
-    else:
+        return
+    console.print(
+        f"uplift {100 * r.uplift:+.1f} pp (95% interval {100 * (r.uplift_low or 0):+.1f} … "
+        f"{100 * (r.uplift_high or 0):+.1f} pp)"
+        + (" — significant" if r.significant else " — not significant")
+    )
+    for u in r.variant_uplift:
         console.print(
-            f"uplift {100 * r.uplift:+.1f} pp (95% interval {100 * (r.uplift_low or 0):+.1f} … "
-            f"{100 * (r.uplift_high or 0):+.1f} pp)"
-            + (" — significant" if r.significant else " — not significant")
+            f"  variant {u.variant}: {100 * u.uplift:+.1f} pp "
+            f"({100 * u.low:+.1f} … {100 * u.high:+.1f} pp)"
+            + (" — significant" if u.significant else "")
+        )
+
+
+@campaigns.command("simulate")
+@click.argument("campaign_ids", nargs=-1)
+@click.option("--days", type=int, default=30, show_default=True, help="Days of events to replay.")
+@click.option(
+    "--tail-days",
+    type=int,
+    default=14,
+    show_default=True,
+    help="Days to keep the clock running after the last event (waits, timeouts).",
+)
+@click.pass_context
+def campaigns_simulate(
+    ctx: click.Context, campaign_ids: tuple[str, ...], days: int, tail_days: int
+) -> None:
+    """Replay the lake's recent events through campaigns (default: the project's, else the
+    shipped playbooks): who would have entered and what they would have received. Nothing
+    is sent and the project's database is not touched."""
+    with _jm(ctx) as jm, console.status("replaying events through the campaigns …"):
+        result = jm.simulate_campaigns(campaign_ids or None, days=days, tail_days=tail_days)
+    entries = Table(title=f"Entries (last {days} days replayed)", title_justify="left")
+    for col in ("campaign", "group", "entries", "converted", "rate"):
+        entries.add_column(col, justify="left" if col in ("campaign", "group") else "right")
+    for (campaign, group), n in sorted(result.entries.items()):
+        k = result.conversions[(campaign, group)]
+        entries.add_row(campaign, group, f"{n:,}", f"{k:,}", _pct(k / n if n else 0.0))
+    console.print(entries)
+    messages = Table(title="Messages", title_justify="left")
+    for col in ("campaign", "step", "outcome", "messages"):
+        messages.add_column(col, justify="right" if col == "messages" else "left")
+    for (campaign, step, outcome), n in sorted(result.messages.items()):
+        messages.add_row(campaign, step, outcome, f"{n:,}")
+    console.print(messages)
+    if result.exits:
+        exits = Table(title="Exits", title_justify="left")
+        for col in ("campaign", "reason", "entries"):
+            exits.add_column(col, justify="right" if col == "entries" else "left")
+        for (campaign, reason), n in sorted(result.exits.items()):
+            exits.add_row(campaign, reason, f"{n:,}")
+        console.print(exits)
+    if not result.entries:
+        console.print(
+            "nobody entered: check that the campaigns' trigger events occur in the lake under "
+            "these names (journeymap analyze reach lists what is there)"
         )
 
 
@@ -927,6 +988,65 @@ def serve(ctx: click.Context, host: str | None, port: int | None, log_level: str
         f"admin token {'created in' if created else 'read from'} {token_path} (never printed)"
     )
     run_server(settings, host=host, port=port, log_level=log_level)
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="One pass (feed, timers, outbox), then exit.")
+@click.option(
+    "--interval",
+    type=float,
+    default=None,
+    help="Seconds between passes when idle (setting worker_interval_seconds).",
+)
+@click.pass_context
+def worker(ctx: click.Context, once: bool, interval: float | None) -> None:
+    """Run the campaign worker: feed new events, fire timers, deliver the outbox.
+
+    SIGTERM or Ctrl-C finishes the messages being sent and exits 0; a killed worker loses
+    nothing and sends nothing twice (see journeymap.orchestration.worker).
+    """
+    import logging
+    import signal
+    import threading
+
+    from journeymap.orchestration.runtime import CampaignRuntime
+    from journeymap.orchestration.service import InboxFeed, WorkerService
+    from journeymap.storage.db import OperationalDB, database_url
+
+    settings = Settings.load(cast(Path, ctx.obj))
+    tty = sys.stderr.isatty()
+    logging.basicConfig(level=logging.INFO if tty else logging.WARNING)
+    db = OperationalDB(database_url(settings.database, settings.project_dir))
+    stop = threading.Event()
+    try:
+        rt = CampaignRuntime.open(settings, db)
+        feed = InboxFeed(db, rt.engine, lake=settings.lake, default_currency=settings.currency)
+        service = WorkerService(
+            db,
+            rt.engine,
+            rt.worker,
+            feed,
+            batch_size=settings.worker_batch_size,
+            progress=(lambda line: err_console.print(line, markup=False)) if tty else None,
+        )
+
+        def _stop(signum: int, frame: object) -> None:
+            stop.set()
+            rt.worker.stopping.set()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        if tty:
+            err_console.print(
+                f"worker: {len(rt.flows)} campaign(s), channels {', '.join(rt.registry.names())}"
+            )
+        service.run(
+            stop, settings.worker_interval_seconds if interval is None else interval, once=once
+        )
+    finally:
+        with contextlib.suppress(Exception):
+            rt.worker.close()
+        db.close()
 
 
 @main.group()

@@ -51,6 +51,10 @@ if TYPE_CHECKING:
     from journeymap.collect.sources import Source
     from journeymap.gdpr import ErasureReceipt
     from journeymap.importing import ImportSummary
+    from journeymap.model.campaigns import Campaign
+    from journeymap.orchestration.report import CampaignReport
+    from journeymap.orchestration.runtime import CampaignRuntime
+    from journeymap.orchestration.simulate import SimulationResult
     from journeymap.storage.db import OperationalDB
     from journeymap.storage.inbox import DeadLetter
     from journeymap.storage.profiles import Profile, ProfileStore
@@ -74,6 +78,7 @@ class Journeymap:
         self._con: Any = None
         self._db: OperationalDB | None = None
         self._journey: tuple[str, Path, ir.Table] | None = None
+        self._campaigns: CampaignRuntime | None = None
         self.last_journey_built = False
 
     # -- project ---------------------------------------------------------------------------
@@ -131,6 +136,7 @@ class Journeymap:
             self._con.disconnect()
             self._con = None
             self._journey = None
+        self._campaigns = None
         if self._db is not None:
             self._db.close()
             self._db = None
@@ -701,6 +707,159 @@ class Journeymap:
             target.write_bytes(render_map_png(report.maps[0]))
             written.append(target)
         return written
+
+    # -- campaigns ---------------------------------------------------------------------------
+    @property
+    def campaigns(self) -> CampaignRuntime:
+        """The project's campaign runtime: engine, worker, channels and tracking from the
+        settings (campaigns from ``campaigns_dir``)."""
+        if self._campaigns is None:
+            from journeymap.orchestration.runtime import CampaignRuntime
+
+            self._campaigns = CampaignRuntime.open(self.settings, self.db)
+        return self._campaigns
+
+    def campaign(self, campaign_id: str) -> Campaign:
+        """A campaign of ``campaigns_dir``, else a shipped playbook of that id."""
+        from journeymap.orchestration.runtime import project_campaigns
+        from journeymap.playbooks import load_playbooks
+
+        known = {c.id: c for c in load_playbooks()}
+        known.update({c.id: c for c in project_campaigns(self.settings)})
+        if campaign_id not in known:
+            raise ConfigError(
+                f"unknown campaign {campaign_id!r}; known: {', '.join(sorted(known))} (files "
+                f"in {self.settings.campaigns_dir} and the shipped playbooks)"
+            )
+        return known[campaign_id]
+
+    def campaign_report(self, campaign_id: str) -> CampaignReport:
+        """Sends, deliveries, opens, clicks, conversions, revenue per group and variant, and
+        the uplift against the holdout with its 95 % interval."""
+        import json
+
+        from journeymap.collect.internal import INTERNAL_SOURCE
+        from journeymap.orchestration.report import ENGAGEMENT, campaign_report
+
+        feedback: list[tuple[str, str]] = []
+        revenue: dict[tuple[str, Any], Any] = {}
+        if self.store.exists():
+            ev = self.events()
+            rows = (
+                ev.filter(
+                    (ev.source == INTERNAL_SOURCE)
+                    & (ev.campaign == campaign_id)
+                    & ev.event.isin(list(ENGAGEMENT))
+                )
+                .select("event", "properties")
+                .to_pyarrow()
+                .to_pylist()
+            )
+            for r in rows:
+                sid = json.loads(r["properties"] or "{}").get("send_id")
+                if sid:
+                    feedback.append((r["event"], str(sid)))
+            goal = self.campaign(campaign_id).goal if self._known(campaign_id) else None
+            if goal is not None:
+                orders = (
+                    ev.filter((ev.event == goal.event) & ev.revenue.notnull())
+                    .select("customer_id", "ts", "revenue")
+                    .to_pyarrow()
+                    .to_pylist()
+                )
+                revenue = {(o["customer_id"], o["ts"]): o["revenue"] for o in orders}
+        return campaign_report(self.db, campaign_id, feedback=feedback, goal_revenue=revenue)
+
+    def _known(self, campaign_id: str) -> bool:
+        try:
+            self.campaign(campaign_id)
+        except ConfigError:
+            return False
+        return True
+
+    def simulate_campaigns(
+        self,
+        campaigns: Sequence[str] | None = None,
+        *,
+        days: int = 30,
+        tail_days: int = 14,
+    ) -> SimulationResult:
+        """Replay the last ``days`` of the lake through campaigns (default: those of
+        ``campaigns_dir``, else the shipped playbooks) without sending anything: who would
+        have entered and what they would have received. Phase triggers see a ``Phase
+        Entered`` event whenever a customer's phase (from the journey table) changes."""
+        import datetime as dt
+        import json
+
+        import ibis
+
+        from journeymap.model.campaigns import SendStep, WaitForStep
+        from journeymap.orchestration.engine import PHASE_EVENT
+        from journeymap.orchestration.runtime import policy_settings, project_campaigns
+        from journeymap.orchestration.simulate import simulate
+        from journeymap.playbooks import load_playbooks
+
+        flows = (
+            [self.campaign(c) for c in campaigns]
+            if campaigns
+            else (project_campaigns(self.settings) or load_playbooks())
+        )
+        names = {c.trigger.event for c in flows if c.trigger.event}
+        names |= {c.goal.event for c in flows if c.goal is not None}
+        names |= {s.event for c in flows for s in c.steps if isinstance(s, WaitForStep)}
+        j = self.journey()
+        end = j.ts.max().to_pyarrow().as_py()
+        if end is None:
+            return simulate(flows, [])
+        since = end - dt.timedelta(days=days)
+        recent = j.filter(j.ts >= since)
+        promoted = ("order_id", "product_id", "category", "revenue", "channel", "campaign")
+        rows = (
+            recent.filter(recent.event.isin(sorted(names)))
+            .select("customer_id", "event", "ts", "event_id", "properties", *promoted)
+            .to_pyarrow()
+            .to_pylist()
+        )
+        events: list[dict[str, Any]] = []
+        for r in rows:
+            props = json.loads(r["properties"]) if r["properties"] else {}
+            props.update({k: str(r[k]) for k in promoted if r[k] is not None})
+            events.append({**r, "properties": props})
+        if any(c.trigger.phase for c in flows):
+            w = ibis.window(group_by=j.customer_id, order_by=j.step_index)
+            changes = j.mutate(previous=j.phase.lag().over(w))
+            changes = changes.filter(
+                (changes.ts >= since)
+                & changes.phase.notnull()
+                & (changes.previous.isnull() | (changes.phase != changes.previous))
+            )
+            for r in (
+                changes.select("customer_id", "ts", "phase", "event_id").to_pyarrow().to_pylist()
+            ):
+                events.append(
+                    {
+                        "customer_id": r["customer_id"],
+                        "event": PHASE_EVENT,
+                        "ts": r["ts"],
+                        "event_id": f"phase-{r['event_id']}",
+                        "properties": {"phase": r["phase"]},
+                    }
+                )
+        channels = {s.channel for c in flows for s in c.steps if isinstance(s, SendStep)}
+        traits: dict[str, dict[str, Any]] = {}
+        if channels and self.has_db():
+            store = self.profiles
+            for cid in {e["customer_id"] for e in events}:
+                profile = store.find(cid)
+                if profile is not None:
+                    traits[cid] = dict(profile.traits)
+        return simulate(
+            flows,
+            events,
+            settings=policy_settings(self.settings),
+            tail=dt.timedelta(days=tail_days),
+            traits=traits,
+        )
 
     def _check_steps(self, steps: Sequence[str], by: str) -> None:
         if by == "phase":

@@ -9,8 +9,12 @@ stays inside [-1, 1] and behaves with few conversions.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
 
 import sqlalchemy as sa
 
@@ -42,17 +46,60 @@ def newcombe(k1: int, n1: int, k2: int, n2: int, z: float = Z95) -> tuple[float,
     return (lower, upper)
 
 
+ENGAGEMENT = {
+    "Message Opened": "opened",
+    "Message Link Clicked": "clicked",
+    "Unsubscribed": "unsubscribed",
+    "Message Bounced": "bounced",
+}
+
+
 @dataclass(frozen=True)
 class GroupResult:
+    """One group (``treatment``, ``holdout``, ``control``) or one variant of a group.
+
+    ``sends`` are messages the worker tried to deliver (not those a policy withheld),
+    ``messages_sent`` the delivered ones; opens, clicks, unsubscribes and bounces count
+    distinct messages with that feedback event in the lake. ``revenue`` is the value of the
+    goal events that converted the entries.
+    """
+
     group: str
     entries: int
     conversions: int
     messages_sent: int
     messages_suppressed: int
+    variant: str | None = None
+    sends: int = 0
+    failed: int = 0
+    opened: int = 0
+    clicked: int = 0
+    unsubscribed: int = 0
+    bounced: int = 0
+    revenue: Decimal = Decimal(0)
 
     @property
     def rate(self) -> float:
         return self.conversions / self.entries if self.entries else 0.0
+
+    def rate_of(self, count: int) -> float:
+        """``count`` per delivered message (open rate, click rate …)."""
+        return count / self.messages_sent if self.messages_sent else 0.0
+
+
+@dataclass(frozen=True)
+class Uplift:
+    """Conversion rate of ``variant`` (``None``: the whole treatment group) minus the
+    holdout's, with its 95 % interval."""
+
+    variant: str | None
+    uplift: float
+    low: float
+    high: float
+
+    @property
+    def significant(self) -> bool:
+        return self.low > 0 or self.high < 0
 
 
 @dataclass(frozen=True)
@@ -62,6 +109,10 @@ class CampaignReport:
     uplift: float | None
     uplift_low: float | None
     uplift_high: float | None
+    #: per (group, variant): the rows of the report table
+    variants: list[GroupResult] = field(default_factory=list)
+    #: per treatment variant against the holdout (only with two or more variants)
+    variant_uplift: list[Uplift] = field(default_factory=list)
 
     @property
     def significant(self) -> bool:
@@ -71,36 +122,109 @@ class CampaignReport:
         )
 
 
-def campaign_report(db: OperationalDB, campaign: str) -> CampaignReport:
+Key = tuple[str, str | None]
+
+
+def campaign_report(
+    db: OperationalDB,
+    campaign: str,
+    *,
+    feedback: Iterable[tuple[str, str]] = (),
+    goal_revenue: Mapping[tuple[str, dt.datetime], Decimal] | None = None,
+) -> CampaignReport:
+    """The report of ``campaign`` from the operational database, plus what the lake knows:
+    ``feedback`` as (event name, send id) pairs of the campaign's closing-the-loop events,
+    ``goal_revenue`` the revenue of goal events by (customer id, time)."""
     with db.connect() as conn:
         entries = conn.execute(
             sa.select(
                 campaign_entries.c.group_name,
-                sa.func.count(),
-                sa.func.count(campaign_entries.c.converted_at),
-            )
-            .where(campaign_entries.c.campaign == campaign)
-            .group_by(campaign_entries.c.group_name)
+                campaign_entries.c.variant,
+                campaign_entries.c.customer_id,
+                campaign_entries.c.converted_at,
+            ).where(campaign_entries.c.campaign == campaign)
         ).all()
         sends = conn.execute(
-            sa.select(campaign_entries.c.group_name, campaign_outbox.c.status, sa.func.count())
+            sa.select(
+                campaign_entries.c.group_name,
+                campaign_entries.c.variant,
+                campaign_outbox.c.send_id,
+                campaign_outbox.c.status,
+            )
             .join(campaign_entries, campaign_entries.c.entry_id == campaign_outbox.c.entry_id)
             .where(campaign_outbox.c.campaign == campaign)
-            .group_by(campaign_entries.c.group_name, campaign_outbox.c.status)
         ).all()
-    sent: dict[str, int] = {}
-    suppressed: dict[str, int] = {}
-    for group, status, n in sends:
-        if status == "sent":
-            sent[group] = sent.get(group, 0) + int(n)
-        elif status == "suppressed":
-            suppressed[group] = suppressed.get(group, 0) + int(n)
-    groups = {
-        g: GroupResult(g, int(n), int(k), sent.get(g, 0), suppressed.get(g, 0))
-        for g, n, k in entries
-    }
+    counts: dict[Key, Counter[str]] = defaultdict(Counter)
+    revenue: dict[Key, Decimal] = defaultdict(Decimal)
+    for group, variant, customer, converted_at in entries:
+        c = counts[(group, variant)]
+        c["entries"] += 1
+        if converted_at is not None:
+            c["conversions"] += 1
+            revenue[(group, variant)] += (goal_revenue or {}).get(
+                (customer, converted_at), Decimal(0)
+            )
+    by_send: dict[str, Key] = {}
+    for group, variant, sid, status in sends:
+        key = (group, variant)
+        by_send[sid] = key
+        counts[key][status] += 1
+    seen: set[tuple[str, str]] = set()
+    for event, sid in feedback:
+        kind = ENGAGEMENT.get(event)
+        if kind is None or sid not in by_send or (kind, sid) in seen:
+            continue
+        seen.add((kind, sid))
+        counts[by_send[sid]][kind] += 1
+
+    def result(group: str, variant: str | None, c: Counter[str], value: Decimal) -> GroupResult:
+        return GroupResult(
+            group=group,
+            variant=variant,
+            entries=c["entries"],
+            conversions=c["conversions"],
+            messages_sent=c["sent"],
+            messages_suppressed=c["suppressed"],
+            sends=c["sent"] + c["failed"] + c["pending"] + c["sending"] + c["retry"],
+            failed=c["failed"],
+            opened=c["opened"],
+            clicked=c["clicked"],
+            unsubscribed=c["unsubscribed"],
+            bounced=c["bounced"],
+            revenue=value,
+        )
+
+    variants = [result(g, v, c, revenue[(g, v)]) for (g, v), c in sorted(counts.items(), key=_key)]
+    groups: dict[str, GroupResult] = {}
+    for name in sorted({g for g, _ in counts}):
+        total: Counter[str] = Counter()
+        value = Decimal(0)
+        for (g, v), c in counts.items():
+            if g == name:
+                total.update(c)
+                value += revenue[(g, v)]
+        groups[name] = result(name, None, total, value)
     t, h = groups.get("treatment"), groups.get("holdout")
     if t is None or h is None or not t.entries or not h.entries:
-        return CampaignReport(campaign, groups, None, None, None)
+        return CampaignReport(campaign, groups, None, None, None, variants)
     low, high = newcombe(t.conversions, t.entries, h.conversions, h.entries)
-    return CampaignReport(campaign, groups, t.rate - h.rate, low, high)
+    arms = [r for r in variants if r.group == "treatment" and r.entries]
+    per_variant = (
+        [
+            Uplift(
+                r.variant,
+                r.rate - h.rate,
+                *newcombe(r.conversions, r.entries, h.conversions, h.entries),
+            )
+            for r in arms
+        ]
+        if len(arms) > 1
+        else []
+    )
+    return CampaignReport(campaign, groups, t.rate - h.rate, low, high, variants, per_variant)
+
+
+def _key(item: tuple[Key, Counter[str]]) -> tuple[int, str]:
+    (group, variant), _ = item
+    order = {"treatment": 0, "holdout": 1, "control": 2}
+    return (order.get(group, 3), variant or "")

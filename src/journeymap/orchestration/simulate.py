@@ -11,6 +11,7 @@ customers; the result counts entries, exits and messages per campaign, step and 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -55,6 +56,8 @@ def preview(
 class SimulationResult:
     entries: Counter[tuple[str, str]] = field(default_factory=Counter)  # (campaign, group)
     exits: Counter[tuple[str, str]] = field(default_factory=Counter)  # (campaign, reason)
+    #: entries that reached the goal within its window: (campaign, group)
+    conversions: Counter[tuple[str, str]] = field(default_factory=Counter)
     messages: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     """(campaign, step, outcome): outcome is ``sent``, ``failed`` or a suppression reason."""
 
@@ -81,7 +84,10 @@ def simulate(
         registry.add(ch)
     settings = settings or PolicySettings()
     clock = FakeClock(evs[0].ts)
-    with tempfile.TemporaryDirectory(prefix="journeymap-sim-") as tmp:
+    # a throw-away database: on tmpfs where there is one, so commits cost no disk flushes
+    shm = Path("/dev/shm")
+    scratch = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+    with tempfile.TemporaryDirectory(prefix="journeymap-sim-", dir=scratch) as tmp:
         db = OperationalDB(f"sqlite:///{Path(tmp) / 'sim.db'}")
         try:
             customers = sorted({e.customer_id for e in evs})
@@ -107,9 +113,11 @@ def simulate(
             end = (evs[-1].ts or clock.now()) + tail
             i = 0
             while clock.now() <= end:
+                start = i
                 while i < len(evs) and (evs[i].ts or clock.now()) <= clock.now():
-                    engine.handle(evs[i])
                     i += 1
+                if i > start:
+                    engine.handle_many(evs[start:i])
                 worker.run_once(limit=10_000)
                 clock.advance(step)
             result = SimulationResult()
@@ -117,6 +125,8 @@ def simulate(
                 result.entries[(e.campaign, e.group)] += 1
                 if e.exit_reason:
                     result.exits[(e.campaign, e.exit_reason)] += 1
+                if e.converted_at is not None:
+                    result.conversions[(e.campaign, e.group)] += 1
             for r in engine.outbox():
                 outcome = r["reason"] if r["status"] == "suppressed" else r["status"]
                 result.messages[(r["campaign"], r["step"], str(outcome))] += 1
