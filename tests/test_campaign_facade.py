@@ -17,8 +17,8 @@ from journeymap.channels import ChannelRegistry
 from journeymap.channels.dummy import DummyChannel
 from journeymap.cli import main
 from journeymap.collect.internal import record_events
-from journeymap.errors import ConfigError
 from journeymap.collect.loader import InboxLoader
+from journeymap.errors import ConfigError
 from journeymap.orchestration import FakeClock, OutboxWorker, PolicySettings
 from journeymap.orchestration.engine import CampaignEngine
 from journeymap.orchestration.worker import feedback_event
