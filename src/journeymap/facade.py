@@ -826,11 +826,11 @@ class Journeymap:
             props.update({k: str(r[k]) for k in promoted if r[k] is not None})
             events.append({**r, "properties": props})
         if any(c.trigger.phase for c in flows):
-            w = ibis.window(group_by=j.customer_id, order_by=j.step_index)
-            changes = j.mutate(previous=j.phase.lag().over(w))
+            phased = j.filter(j.phase.notnull())  # like the worker's PhaseTracker
+            w = ibis.window(group_by=phased.customer_id, order_by=phased.step_index)
+            changes = phased.mutate(previous=phased.phase.lag().over(w))
             changes = changes.filter(
                 (changes.ts >= since)
-                & changes.phase.notnull()
                 & (changes.previous.isnull() | (changes.phase != changes.previous))
             )
             for r in (
