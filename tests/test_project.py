@@ -122,7 +122,20 @@ def test_missing_spec_says_how_to_create_one(tmp_path):
 @pytest.mark.parametrize("lang", ["en", "de"])
 def test_init_scaffolds_a_valid_project_for_every_model(tmp_path, model, lang):
     files = init_project(tmp_path, model=model, lang=lang, name="Mein Laden")
-    assert sorted(p.name for p in files) == ["journey.yaml", "journeymap.toml"]
+    campaigns = [p for p in files if p.parent.name == "campaigns"]
+    assert sorted(p.name for p in files if p not in campaigns) == [
+        "journey.yaml",
+        "journeymap.toml",
+    ]
+    if model == "six-phase":  # the playbooks' phases exist in the spec and they validate
+        from journeymap.orchestration.runtime import project_campaigns
+
+        flows = project_campaigns(Settings.load(tmp_path))
+        assert len(flows) == len(campaigns) == 5
+        phases = {f.trigger.phase for f in flows if f.trigger.phase} | {f.phase for f in flows}
+        assert phases - {None} <= set(PHASE_MODELS[model].phase_ids())
+    else:
+        assert campaigns == []
     spec = load_spec(tmp_path / "journey.yaml")
     assert spec.phase_ids() == PHASE_MODELS[model].phase_ids()
     assert spec.language == lang

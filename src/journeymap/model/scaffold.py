@@ -114,11 +114,19 @@ def init_project(
     timezone: str = "UTC",
     force: bool = False,
 ) -> list[Path]:
-    """Write ``journeymap.toml`` and ``journey.yaml`` into ``directory``; return them."""
+    """Write ``journeymap.toml`` and ``journey.yaml`` into ``directory``, and for the six-phase
+    model (the one the shipped playbooks are written for) the phase playbooks into
+    ``campaigns/``, ready to edit; return the files written."""
+    from journeymap.playbooks import PLAYBOOKS, playbook_text
+
     text = spec_yaml(model, lang, name)
     parse_spec(text, "journey.yaml")  # what we write must be valid
     directory.mkdir(parents=True, exist_ok=True)
     targets = {directory / PROJECT_FILE: project_toml(timezone), directory / "journey.yaml": text}
+    if model == "six-phase":
+        (directory / "campaigns").mkdir(exist_ok=True)
+        for playbook in PLAYBOOKS:
+            targets[directory / "campaigns" / f"{playbook}.yaml"] = playbook_text(playbook)
     existing = [p for p in targets if p.exists()]
     if existing and not force:
         raise ConfigError(
