@@ -7,8 +7,9 @@ jm.funnel().to_pandas()
 
 from __future__ import annotations
 
-from journeymap.analytics.funnels import FunnelResult, FunnelStep, ReachResult, TouchpointReach
-from journeymap.config import Settings
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from journeymap.errors import (
     ConfigError,
     EngineError,
@@ -19,10 +20,40 @@ from journeymap.errors import (
     MissingExtraError,
     SpecError,
 )
-from journeymap.facade import Journeymap
-from journeymap.model.events import EVENT_SCHEMA
-from journeymap.model.spec import JourneySpec, load_spec
-from journeymap.storage.lake import AppendResult, DeltaEventStore
+
+if TYPE_CHECKING:
+    from journeymap.analytics.funnels import FunnelResult, FunnelStep, ReachResult, TouchpointReach
+    from journeymap.config import Settings
+    from journeymap.facade import Journeymap
+    from journeymap.model.events import EVENT_SCHEMA
+    from journeymap.model.spec import JourneySpec, load_spec
+    from journeymap.storage.lake import AppendResult, DeltaEventStore
+
+#: Imported on first use (PEP 562), so ``journeymap serve`` or ``journeymap worker`` do not pay
+#: for Ibis, DuckDB and Delta Lake they may never touch.
+_LAZY = {
+    "FunnelResult": "journeymap.analytics.funnels",
+    "FunnelStep": "journeymap.analytics.funnels",
+    "ReachResult": "journeymap.analytics.funnels",
+    "TouchpointReach": "journeymap.analytics.funnels",
+    "Settings": "journeymap.config",
+    "Journeymap": "journeymap.facade",
+    "EVENT_SCHEMA": "journeymap.model.events",
+    "JourneySpec": "journeymap.model.spec",
+    "load_spec": "journeymap.model.spec",
+    "AppendResult": "journeymap.storage.lake",
+    "DeltaEventStore": "journeymap.storage.lake",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'journeymap' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __version__ = "0.1.0"
 
