@@ -7,8 +7,8 @@ jm.funnel().to_pandas()
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+import typing as _typing
+from importlib import import_module as _import_module
 
 from journeymap.errors import (
     ConfigError,
@@ -21,7 +21,7 @@ from journeymap.errors import (
     SpecError,
 )
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from journeymap.analytics.funnels import FunnelResult, FunnelStep, ReachResult, TouchpointReach
     from journeymap.config import Settings
     from journeymap.facade import Journeymap
@@ -46,11 +46,11 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'journeymap' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
+    value = getattr(_import_module(module), name)
     globals()[name] = value
     return value
 
@@ -79,3 +79,7 @@ __all__ = [
     "__version__",
     "load_spec",
 ]
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
