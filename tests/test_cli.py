@@ -201,3 +201,18 @@ def test_map_writes_an_offline_report_and_a_png(project, tmp_path):
 
     assert not re.search(r"""(src|href)=["']https?://""", text)  # works offline
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_map_writes_a_vector_pdf_with_the_map_text(project, tmp_path):
+    pytest.importorskip("vl_convert")
+    pdf = tmp_path / "map.pdf"
+    r = run("-p", str(project), "map", "--out", str(tmp_path / "r.html"), "--pdf", str(pdf))
+    assert r.exit_code == 0, r.output
+    data = pdf.read_bytes()
+    assert data[:5] == b"%PDF-"
+    assert b"/Font" in data  # text stays text (vector), not a raster image
+    import re
+
+    # the only raster parts are the cards' soft shadows (grey masks), never the map itself
+    images = re.findall(rb"/Subtype /Image.*?/ColorSpace /(\w+)", data, re.DOTALL)
+    assert set(images) <= {b"DeviceGray"}

@@ -783,6 +783,12 @@ def settings_cmd(ctx: click.Context, markdown: bool) -> None:
     help="Also write the journey map as PNG (for slides).",
 )
 @click.option(
+    "--pdf",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the journey map as vector PDF (for print; the pdf extra).",
+)
+@click.option(
     "--figures",
     "figures_dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -802,14 +808,19 @@ def map_cmd(
     ctx: click.Context,
     out: Path | None,
     png: Path | None,
+    pdf: Path | None,
     figures_dir: Path | None,
     lang: str | None,
     days: int,
 ) -> None:
-    """The customer journey map and its figures as one offline HTML report (and PNG/SVG)."""
+    """The customer journey map and its figures as one offline HTML report (and PNG, PDF,
+    SVG)."""
     with _jm(ctx) as jm:
         html = out or jm.settings.reports_dir / "report.html"
-        for path in jm.write_report(html, png=png, figures_dir=figures_dir, lang=lang, days=days):
+        written = jm.write_report(
+            html, png=png, pdf=pdf, figures_dir=figures_dir, lang=lang, days=days
+        )
+        for path in written:
             console.print(f"wrote {path}")
 
 
@@ -1016,6 +1027,9 @@ def worker(ctx: click.Context, once: bool, interval: float | None) -> None:
     settings = Settings.load(cast(Path, ctx.obj))
     tty = sys.stderr.isatty()
     logging.basicConfig(level=logging.INFO if tty else logging.WARNING)
+    # the thread that commits a send writes its SMTP dot right after; it must get the
+    # interpreter back quickly from the threads building messages (default 5 ms)
+    sys.setswitchinterval(0.0005)
     db = OperationalDB(database_url(settings.database, settings.project_dir))
     stop = threading.Event()
     try:

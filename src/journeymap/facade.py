@@ -690,9 +690,11 @@ class Journeymap:
         figures_dir: str | os.PathLike[str] | None = None,
         lang: str | None = None,
         days: int = 90,
+        pdf: str | os.PathLike[str] | None = None,
     ) -> list[Path]:
-        """Write the offline HTML report, the map as PNG, and/or PNG+SVG per figure."""
-        from journeymap.render.report import render_map_png, write_report
+        """Write the offline HTML report, the map as PNG or vector PDF, and/or PNG+SVG per
+        figure."""
+        from journeymap.render.report import render_map_pdf, render_map_png, write_report
 
         report = self.report(lang=lang, days=days)
         written = write_report(
@@ -705,6 +707,11 @@ class Journeymap:
             target = Path(png)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(render_map_png(report.maps[0]))
+            written.append(target)
+        if pdf is not None:
+            target = Path(pdf)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(render_map_pdf(report.maps[0]))
             written.append(target)
         return written
 

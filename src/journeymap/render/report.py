@@ -192,3 +192,10 @@ def write_report(
 def render_map_png(data: JourneyMapData, *, zoom: float = 1.0, theme: Theme = DEFAULT) -> bytes:
     """One journey map as PNG (for slides)."""
     return to_png(to_svg(layout_journey_map(data, theme), uid="map"), zoom=zoom)
+
+
+def render_map_pdf(data: JourneyMapData, *, theme: Theme = DEFAULT) -> bytes:
+    """One journey map as a vector PDF (for print; needs the ``pdf`` extra)."""
+    from journeymap.render.export import to_pdf
+
+    return to_pdf(to_svg(layout_journey_map(data, theme), uid="map"))
