@@ -118,12 +118,14 @@ class Journeymap:
         """Whether an operational database exists (without creating one)."""
         if self._db is not None:
             return True
-        from journeymap.storage.db import database_url
-
-        url = database_url(self.settings.database, self.settings.project_dir)
-        if url.get_backend_name() != "sqlite":
+        url = self.settings.database
+        if not url.startswith("sqlite"):
             return True
-        return bool(url.database) and Path(str(url.database)).exists()
+        # a SQLite file: looked up without importing SQLAlchemy (analyses start faster)
+        path = Path(url.split(":///", 1)[1].split("?", 1)[0]) if ":///" in url else None
+        if path is None:
+            return True  # let database_url explain what is wrong with it
+        return (self.settings.project_dir / path).exists()
 
     @property
     def profiles(self) -> ProfileStore:
@@ -218,6 +220,12 @@ class Journeymap:
         if self._journey is not None and self._journey[0] == key:
             self.last_journey_built = False
             return self._journey[2]
+        cached = self._cache.path_for(key)
+        if cached.exists():  # a hit needs neither the lake's dataset nor the expression
+            self.last_journey_built = False
+            table = self.con.read_parquet(cached, table_name="journey")
+            self._journey = (key, cached, table)
+            return table
         id_map = None
         if identity_version:  # 0 or None: no links recorded, nothing to resolve
             self.con.con.register("identity_map", self.profiles.identity_map())
