@@ -24,11 +24,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-import scipy.sparse as sp  # type: ignore[import-untyped]
-import scipy.sparse.linalg as spla  # type: ignore[import-untyped]
 from numpy.typing import NDArray
 
 IntArray = NDArray[np.int64]
@@ -305,6 +303,39 @@ def _next_state(state: IntArray, nxt: IntArray) -> IntArray:
     return np.concatenate([state[:, 1:], nxt[:, None]], axis=1)
 
 
+def _unique_rows(rows: IntArray, n_channels: int) -> tuple[IntArray, IntArray]:
+    """``np.unique(rows, axis=0, return_inverse=True)`` (the same sorted rows and indices),
+    through one int64 key per row where it fits: codes are >= EMPTY (-1) and < n_channels,
+    so the base-(n_channels + 1) number of ``code + 1`` sorts exactly like the rows."""
+    base = n_channels + 1
+    k = rows.shape[1]
+    if base**k >= 2**62:
+        uniq, inverse = np.unique(rows, axis=0, return_inverse=True)
+        return uniq, inverse.reshape(-1)
+    keys = np.zeros(len(rows), dtype=np.int64)
+    for j in range(k):
+        keys = keys * base + (rows[:, j] + 1)
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    return rows[first], inverse.reshape(-1)
+
+
+def _system(counts: FloatArray, src: IntArray, dst: IntArray, outflow: NDArray[Any], n: int) -> Any:
+    """``I - Q`` with Q the transient transition probabilities (count sums scaled by
+    ``1 / outflow`` per row): a dense array up to ``_DENSE_MAX_STATES`` states (SciPy is then
+    not even imported), else a SciPy CSC matrix. Both hold the same numbers: integer counts
+    summed exactly, then one product per entry."""
+    if n <= _DENSE_MAX_STATES:
+        q = np.zeros((n, n))
+        np.add.at(q, (src, dst), counts)
+        q *= (1.0 / outflow)[:, None]
+        return np.eye(n) - q
+    import scipy.sparse as sp  # type: ignore[import-untyped]
+
+    q_counts = sp.csr_matrix((counts, (src, dst)), shape=(n, n), dtype=np.float64)
+    q = sp.diags(1.0 / outflow) @ q_counts
+    return (sp.identity(n, format="csr") - q).tocsc()
+
+
 def solve_markov(trans: Transitions) -> MarkovSolution:
     """Exact absorption probabilities of the empirical chain, and removal effects.
 
@@ -321,10 +352,7 @@ def solve_markov(trans: Transitions) -> MarkovSolution:
     to_chan = trans.next >= 0
     nxt_states = _next_state(trans.state[to_chan], trans.next[to_chan])
     # every state, sorted lexicographically (deterministic indices); the start sorts first
-    all_states, inverse = np.unique(
-        np.concatenate([start, trans.state, nxt_states]), axis=0, return_inverse=True
-    )
-    inverse = inverse.reshape(-1)
+    all_states, inverse = _unique_rows(np.concatenate([start, trans.state, nxt_states]), n_channels)
     n = len(all_states)
     start_idx = int(inverse[0])
     src = inverse[1 : 1 + len(trans.state)]
@@ -338,10 +366,7 @@ def solve_markov(trans: Transitions) -> MarkovSolution:
         minlength=n,
     )
     r = conv / outflow
-    # Q as integer-count COO summed into CSR (duplicates summed), then scaled by row
-    q_counts = sp.csr_matrix((counts[to_chan], (src[to_chan], dst)), shape=(n, n), dtype=np.float64)
-    q = sp.diags(1.0 / outflow) @ q_counts
-    a = (sp.identity(n, format="csr") - q).tocsc()
+    a = _system(counts[to_chan], src[to_chan], dst, outflow, n)
 
     contains = np.zeros((n_channels, n), dtype=bool)
     for j in range(k):
@@ -353,12 +378,17 @@ def solve_markov(trans: Transitions) -> MarkovSolution:
         idx = np.flatnonzero(keep)
         if len(idx) == 0:
             return 0.0
-        sub = a[idx][:, idx]
         rhs = r[idx]
-        if len(idx) <= _DENSE_MAX_STATES:
-            x = np.linalg.solve(sub.toarray(), rhs)
+        if isinstance(a, np.ndarray):
+            x = np.linalg.solve(a[np.ix_(idx, idx)], rhs)
         else:
-            x = spla.spsolve(sub.tocsc(), rhs)
+            sub = a[idx][:, idx]
+            if len(idx) <= _DENSE_MAX_STATES:
+                x = np.linalg.solve(sub.toarray(), rhs)
+            else:
+                import scipy.sparse.linalg as spla  # type: ignore[import-untyped]
+
+                x = spla.spsolve(sub.tocsc(), rhs)
         pos = int(np.searchsorted(idx, start_idx))
         return float(x[pos])
 
