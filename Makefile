@@ -13,7 +13,7 @@ export UV_PYTHON := $(PYTHON)
 DEMO_DIR ?= demo
 CUSTOMERS ?= 20000
 
-.PHONY: install demo test lint typecheck bench clean
+.PHONY: install demo test lint typecheck bench bench-peers clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -42,11 +42,24 @@ typecheck: install
 	$(VENV)/bin/mypy
 
 # Benchmarks are not tests: they print tables for BENCHMARKS.md (see each script's --help).
-bench: install
+bench: install bench-peers
 	$(PY) bench/bench_import.py
 	$(PY) bench/bench_journey.py
 	$(PY) bench/bench_render.py
 	$(PY) bench/bench_collector.py
+	$(PY) bench/bench_decide.py
+	$(PY) bench/bench_analytics.py
+	$(PY) bench/bench_campaigns.py
+
+# The peer tools bench_analytics.py compares against, in their own venv (never in .venv/uv.lock).
+PEERS_VENV := bench/.peers-venv
+$(PEERS_VENV)/.installed: bench/peers/requirements.txt | $(UV)
+	$(UV) venv --quiet --clear $(PEERS_VENV)
+	RETENTIONEERING_NO_TRACK=1 $(UV) pip install --quiet --compile-bytecode \
+		--python $(PEERS_VENV)/bin/python -r bench/peers/requirements.txt
+	touch $@
+
+bench-peers: $(PEERS_VENV)/.installed
 
 clean:
 	rm -rf $(VENV) $(TOOLS) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -209,7 +209,7 @@ def test_webhook_failures_are_classified(receiver):
 
 def test_builtins_register_through_the_same_hook_as_a_third_party():
     registry = default_registry(entry_points=False)
-    assert registry.kinds() == ["console", "dummy", "email", "file", "webhook"]
+    assert registry.kinds() == ["banner", "console", "dummy", "email", "file", "push", "webhook"]
 
     class SmsChannel(DummyChannel):
         pass
@@ -218,7 +218,9 @@ def test_builtins_register_through_the_same_hook_as_a_third_party():
     sms = registry.configure("sms_eu", "sms", seed=3)
     assert registry.get("sms_eu") is sms
     assert sms.name == "sms_eu"
-    with pytest.raises(ConfigError, match="unknown channel kind 'fax'; allowed: console, dummy"):
+    with pytest.raises(
+        ConfigError, match="unknown channel kind 'fax'; allowed: banner, console, dummy"
+    ):
         registry.configure("fax")
     with pytest.raises(ConfigError, match="registered twice"):
         registry.register("sms", SmsChannel)

@@ -143,3 +143,70 @@ def test_delete_erases_everywhere_and_logs_no_personal_data(world, tmp_path):
     again = delete_customer(db, store, ME)
     assert not again.found
     assert again.counts.get("lake_events", 0) == 0
+
+
+def test_delete_erases_campaign_state_and_decide_exposures(world):
+    """Entries, outbox rows and decisions of the customer go; another customer's stay."""
+    import datetime as dt
+
+    from journeymap.channels import ChannelRegistry
+    from journeymap.channels.dummy import DummyChannel
+    from journeymap.model.campaigns import parse_campaign
+    from journeymap.orchestration import FakeClock, PolicySettings
+    from journeymap.orchestration.engine import CampaignEngine
+    from journeymap.storage.db import campaign_entries, campaign_outbox, decide_exposures
+
+    db, store = world
+    clock = FakeClock(dt.datetime(2026, 4, 2, 10, tzinfo=dt.UTC))
+    channels = ChannelRegistry()
+    hook = DummyChannel()
+    hook.name = "webhook"
+    channels.add(hook)
+    promo = parse_campaign(
+        "id: promo\ntrigger: {event: Visit}\n"
+        "steps:\n  - {id: s, type: send, channel: webhook, transactional: true, "
+        "message: {webhook: {x: 1}}}\n"
+    )
+    engine = CampaignEngine(
+        db,
+        [promo],
+        channels,
+        settings=PolicySettings(quiet_start=None, quiet_end=None),
+        clock=clock,
+    )
+    for cid in (ME, OTHER):
+        engine.handle({"customer_id": cid, "event": "Visit"})
+    now = clock.now()
+    with db.engine.begin() as conn:
+        for i, cid in enumerate((ME, OTHER)):
+            conn.execute(
+                decide_exposures.insert().values(
+                    decision_id=f"d{i}",
+                    customer_id=cid,
+                    anonymous_id=None,
+                    source="web",
+                    slot="home_hero",
+                    offer="deal",
+                    persona="all",
+                    group_name="treatment",
+                    reason="shown",
+                    shown=True,
+                    decided_at=now,
+                )
+            )
+
+    def owners():
+        with db.connect() as conn:
+            return {
+                t.name: sorted(conn.execute(sa.select(t.c.customer_id)).scalars())
+                for t in (campaign_entries, campaign_outbox, decide_exposures)
+            }
+
+    assert owners() == {
+        n: [ME, OTHER] for n in ("campaign_entries", "campaign_outbox", "decide_exposures")
+    }
+    receipt = delete_customer(db, store, ME)
+    assert owners() == {
+        n: [OTHER] for n in ("campaign_entries", "campaign_outbox", "decide_exposures")
+    }
+    assert receipt.counts["campaign_entries"] == receipt.counts["decide_exposures"] == 1

@@ -261,6 +261,13 @@ def delete_customer(
             }
             if subject.profile_ids:
                 out.update(profiles.delete_in(conn, subject.profile_ids))
+            ids = subject.user_ids + subject.anonymous_ids
+            if ids:  # campaign state and decide exposures (aggregate counts stay)
+                from journeymap.decide.service import erase_decisions
+                from journeymap.orchestration.engine import erase_customers
+
+                out.update(erase_customers(conn, ids))
+                out.update(erase_decisions(conn, ids))
             return out
 
         counts.update(db.write(run))

@@ -72,13 +72,17 @@ class ChannelRegistry:
 
 def register_builtins(registry: ChannelRegistry) -> None:
     """The built-in channel kinds, registered through the public hook."""
+    from journeymap.channels.banner import BannerChannel
     from journeymap.channels.console import ConsoleChannel, FileChannel
     from journeymap.channels.dummy import DummyChannel
     from journeymap.channels.email import SmtpEmailChannel
+    from journeymap.channels.push import WebPushChannel
     from journeymap.channels.webhook import WebhookChannel
 
     registry.register("email", SmtpEmailChannel)
     registry.register("webhook", WebhookChannel)
+    registry.register("push", WebPushChannel)
+    registry.register("banner", BannerChannel)
     registry.register("console", ConsoleChannel)
     registry.register("file", FileChannel)
     registry.register("dummy", DummyChannel)

@@ -2,11 +2,16 @@
 
 Every URL carries the send id and an HMAC so the (later) server endpoints can trust them:
 ``{base}/t/c/{send_id}?u=<url>&s=<sig>`` (click redirect), ``{base}/t/o/{send_id}.gif?s=``
-(open pixel), ``{base}/u/{send_id}?s=`` (unsubscribe, GET page and RFC 8058 one-click POST).
+(open pixel), ``{base}/u/{send_id}?s=`` (unsubscribe, GET page and RFC 8058 one-click POST),
+``{base}/optin/{token}`` (double opt-in confirmation page),
+``{base}/prefs/{token}`` (a customer's preference page; the token is the customer id and its
+HMAC, so it never expires and needs no storage).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import re
@@ -26,7 +31,8 @@ class TrackingLinks:
         return hmac.new(self.secret.encode(), msg, hashlib.sha256).hexdigest()[:32]
 
     def verify(self, signature: str, *parts: str) -> bool:
-        return hmac.compare_digest(signature, self.sign(*parts))
+        # compare_digest refuses non-ASCII text: such a signature is simply wrong
+        return signature.isascii() and hmac.compare_digest(signature, self.sign(*parts))
 
     @property
     def _base(self) -> str:
@@ -41,8 +47,34 @@ class TrackingLinks:
     def unsubscribe(self, send_id: str) -> str:
         return f"{self._base}/u/{send_id}?s={self.sign(send_id, 'unsubscribe')}"
 
-    def links(self, send_id: str) -> dict[str, str]:
-        return {"unsubscribe": self.unsubscribe(send_id), "open": self.open_pixel(send_id)}
+    def preference_token(self, customer_id: str) -> str:
+        """``<base64url customer id>.<signature>``: names the customer, forgeable by nobody."""
+        cid = base64.urlsafe_b64encode(customer_id.encode()).rstrip(b"=").decode("ascii")
+        return f"{cid}.{self.sign(customer_id, 'preferences')}"
+
+    def preference_customer(self, token: str) -> str | None:
+        """The customer id of a preference token, ``None`` when it is forged or malformed."""
+        cid, sep, signature = token.partition(".")
+        if not sep or not cid:
+            return None
+        try:
+            customer_id = base64.urlsafe_b64decode(cid + "=" * (-len(cid) % 4)).decode()
+        except (binascii.Error, ValueError):
+            return None
+        return customer_id if self.verify(signature, customer_id, "preferences") else None
+
+    def opt_in(self, token: str) -> str:
+        """The double opt-in confirmation page of ``CampaignEngine.request_opt_in``'s token."""
+        return f"{self._base}/optin/{token}"
+
+    def preferences(self, customer_id: str) -> str:
+        return f"{self._base}/prefs/{self.preference_token(customer_id)}"
+
+    def links(self, send_id: str, customer_id: str | None = None) -> dict[str, str]:
+        out = {"unsubscribe": self.unsubscribe(send_id), "open": self.open_pixel(send_id)}
+        if customer_id is not None:
+            out["preferences"] = self.preferences(customer_id)
+        return out
 
     def rewrite_html(self, send_id: str, html: str) -> str:
         """Route every absolute ``href`` through the click redirect; add the open pixel."""

@@ -17,9 +17,11 @@ import json
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
-from decimal import Decimal
 from typing import Any, Final
 
+from journeymap.collect.messages import MessageLimits, prepare
+from journeymap.collect.wire import Envelope
+from journeymap.errors import JourneymapError
 from journeymap.storage.db import OperationalDB
 from journeymap.storage.inbox import InboxRow, InboxStore
 
@@ -64,28 +66,23 @@ def segment_message(event: Mapping[str, Any]) -> dict[str, Any]:
     return msg
 
 
-def _default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, dt.datetime | dt.date):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def inbox_rows(events: Iterable[Mapping[str, Any]]) -> list[InboxRow]:
-    received_us = time.time_ns() // 1000
-    received = _iso(dt.datetime.fromtimestamp(received_us / 1e6, dt.UTC))
-    rows: list[InboxRow] = []
-    for event in events:
-        msg = segment_message(event)
-        msg["receivedAt"] = received
-        rows.append(
-            {
-                "source": INTERNAL_SOURCE,
-                "message_id": msg["messageId"],
-                "received_at_us": received_us,
-                "payload": json.dumps(msg, separators=(",", ":"), default=_default),
-            }
+def inbox_rows(
+    events: Iterable[Mapping[str, Any]], limits: MessageLimits | None = None
+) -> list[InboxRow]:
+    """The inbox rows of ``events``, through the collector's own checks (``prepare``): a
+    message it refuses is a bug of ours, so it raises instead of becoming a dead letter."""
+    messages = [segment_message(e) for e in events]
+    if not messages:
+        return []
+    received = time.time_ns() // 1000
+    rows, dead = prepare(
+        Envelope("segment", messages), INTERNAL_SOURCE, received, limits or MessageLimits()
+    )
+    if dead:
+        first = dead[0]
+        raise JourneymapError(
+            f"{len(dead)} of journeymap's own events were refused by the inbox: "
+            f"{first['reason']}: {first['detail']} (message {first['message_id']})"
         )
     return rows
 

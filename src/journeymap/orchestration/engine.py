@@ -67,17 +67,35 @@ from journeymap.storage.db import (
     campaign_outbox,
     campaign_suppressions,
 )
+from journeymap.storage.db import traits as trait_rows
 from journeymap.storage.profiles import IdentityOp, ProfileStore
 
 log = logging.getLogger(__name__)
 
 Group = Literal["treatment", "holdout", "control"]
 EntryStatus = Literal["active", "completed", "exited"]
-#: Outbox states: ``pending`` → ``sending`` → ``sent`` | ``retry`` | ``failed``; ``suppressed``
-#: rows record a message a policy withheld (holdout, consent, cap, bounce).
+#: Outbox states: ``pending`` → ``sending`` (``sent_at`` set once committed, see
+#: ``orchestration.worker``) → ``sent`` | ``retry`` | ``failed``; ``suppressed`` rows record a
+#: message a policy withheld (holdout, consent, cap, bounce).
 OutboxStatus = Literal["pending", "sending", "retry", "sent", "failed", "suppressed"]
 PHASE_EVENT = "Phase Entered"
 _MAX_STEPS = 200
+
+# Hot statements, built once (building a Core statement costs more than running it on SQLite)
+_ENTRIES_OF = sa.select(campaign_entries).where(
+    campaign_entries.c.campaign == sa.bindparam("b_campaign"),
+    campaign_entries.c.customer_id == sa.bindparam("b_customer"),
+)
+_ENTRY = sa.select(campaign_entries).where(
+    campaign_entries.c.entry_id == sa.bindparam("b_entry_id")
+)
+#: the SET clause comes from the parameters' other keys
+_UPDATE_ENTRY = campaign_entries.update().where(
+    campaign_entries.c.entry_id == sa.bindparam("b_entry_id")
+)
+_TRAITS_OF = sa.select(trait_rows.c.name, trait_rows.c.value).where(
+    trait_rows.c.profile_id == sa.bindparam("b_pid")
+)
 
 
 @dataclass(frozen=True)
@@ -216,14 +234,32 @@ class CampaignEngine:
         ev = TriggerEvent.of(event)
         return self.db.write(lambda conn: self._handle(conn, ev))
 
-    def handle_many(self, events: Iterable[TriggerEvent | Mapping[str, Any]]) -> int:
-        return sum(len(self.handle(e)) for e in events)
+    def handle_many(
+        self, events: Iterable[TriggerEvent | Mapping[str, Any]], batch: int = 500
+    ) -> int:
+        """Process events in order, ``batch`` per write transaction (one commit, one fsync);
+        returns the number of entries touched."""
+        todo = [TriggerEvent.of(e) for e in events]
+        touched = 0
+        for i in range(0, len(todo), batch):
+            part = todo[i : i + batch]
+            touched += len(self.db.write(lambda conn, part=part: self.handle_in(conn, part)))  # type: ignore[misc]
+        return touched
 
-    def tick(self, limit: int = 500) -> int:
-        """Run the entries whose timer is due; returns how many ran."""
+    def handle_in(self, conn: Connection, events: Sequence[TriggerEvent]) -> list[int]:
+        """Process ``events`` in order inside the caller's write transaction (the worker adds
+        its inbox cursor and the events it records to the same commit); returns the touched
+        entry ids."""
+        touched: list[int] = []
+        for ev in events:
+            touched += self._handle(conn, ev)
+        return touched
+
+    def due(self, limit: int = 500) -> list[int]:
+        """Entries whose timer is due, oldest first."""
         now = self.clock.now()
         with self.db.connect() as conn:
-            due = [
+            return [
                 int(r)
                 for r in conn.execute(
                     sa.select(campaign_entries.c.entry_id)
@@ -235,8 +271,21 @@ class CampaignEngine:
                     .limit(limit)
                 ).scalars()
             ]
-        for entry_id in due:
-            self.db.write(lambda conn, eid=entry_id: self._wake(conn, eid))  # type: ignore[misc]
+
+    def wake_in(self, conn: Connection, entry_ids: Sequence[int]) -> list[int]:
+        """Run the due entries ``entry_ids`` inside the caller's write transaction (an entry
+        another process moved meanwhile is left alone); returns them."""
+        for entry_id in entry_ids:
+            self._wake(conn, entry_id)
+        return list(entry_ids)
+
+    def tick(self, limit: int = 500, batch: int = 100) -> int:
+        """Run the entries whose timer is due, ``batch`` per write transaction; returns how
+        many ran."""
+        due = self.due(limit)
+        for i in range(0, len(due), batch):
+            part = due[i : i + batch]
+            self.db.write(lambda conn, part=part: self.wake_in(conn, part))  # type: ignore[misc]
         return len(due)
 
     def entries(self, campaign: str | None = None, customer_id: str | None = None) -> list[Entry]:
@@ -309,10 +358,7 @@ class CampaignEngine:
             if c.status != "active":
                 continue
             rows = conn.execute(
-                sa.select(campaign_entries).where(
-                    campaign_entries.c.campaign == c.id,
-                    campaign_entries.c.customer_id == ev.customer_id,
-                )
+                _ENTRIES_OF, {"b_campaign": c.id, "b_customer": ev.customer_id}
             ).all()
             if (
                 c.goal is not None
@@ -427,9 +473,7 @@ class CampaignEngine:
 
     def _wake(self, conn: Connection, entry_id: int) -> None:
         now = self.clock.now()
-        r = conn.execute(
-            sa.select(campaign_entries).where(campaign_entries.c.entry_id == entry_id)
-        ).one()
+        r = conn.execute(_ENTRY, {"b_entry_id": entry_id}).one()
         if r.status != "active" or r.wake_at is None or r.wake_at > now:
             return  # someone else moved it
         c = self.campaigns.get(r.campaign)
@@ -447,11 +491,7 @@ class CampaignEngine:
 
     # -- running steps --------------------------------------------------------------------
     def _set(self, conn: Connection, entry_id: int, **values: Any) -> None:
-        conn.execute(
-            campaign_entries.update()
-            .where(campaign_entries.c.entry_id == entry_id)
-            .values(**values)
-        )
+        conn.execute(_UPDATE_ENTRY, {"b_entry_id": entry_id, **values})
 
     def _finish(
         self, conn: Connection, entry_id: int, status: EntryStatus, reason: str, now: dt.datetime
@@ -472,13 +512,13 @@ class CampaignEngine:
         self, conn: Connection, c: Campaign, entry_id: int, step_id: str | None, now: dt.datetime
     ) -> None:
         """Run steps from ``step_id`` until a wait or the end, in the caller's transaction."""
-        row = conn.execute(
-            sa.select(campaign_entries).where(campaign_entries.c.entry_id == entry_id)
-        ).one()
+        row = conn.execute(_ENTRY, {"b_entry_id": entry_id}).one()
         context = json.loads(row.context)
         pid = self.profiles.find_pid(conn, row.customer_id)
         traits: dict[str, Any] = (
-            self.profiles.profile_in(conn, pid).traits if pid is not None else {}
+            {n: json.loads(v) for n, v in conn.execute(_TRAITS_OF, {"b_pid": pid})}
+            if pid is not None
+            else {}
         )
         tz = customer_zone(traits, self.settings)
         for _ in range(_MAX_STEPS):

@@ -37,6 +37,32 @@ from journeymap.storage.db import (
     consents,
 )
 
+# Hot statements, built once (building a Core statement costs more than running it on SQLite)
+_QUEUED = sa.select(campaign_outbox.c.send_id).where(
+    campaign_outbox.c.send_id == sa.bindparam("b_sid")
+)
+_INSERT = campaign_outbox.insert()
+_SUPPRESSED = sa.select(campaign_suppressions.c.reason).where(
+    campaign_suppressions.c.channel == sa.bindparam("b_channel"),
+    campaign_suppressions.c.address == sa.bindparam("b_address"),
+)
+_CONSENTS = sa.select(consents.c.channel, consents.c.topic, consents.c.status).where(
+    consents.c.profile_id == sa.bindparam("b_pid"),
+    consents.c.channel == sa.bindparam("b_channel"),
+)
+_CONFIRMED = sa.select(campaign_optins.c.confirmed_at).where(
+    campaign_optins.c.customer_id == sa.bindparam("b_customer"),
+    campaign_optins.c.channel == sa.bindparam("b_channel"),
+)
+_CAP_ANY = sa.select(campaign_outbox.c.created_at).where(
+    campaign_outbox.c.customer_id == sa.bindparam("b_customer"),
+    campaign_outbox.c.transactional.is_(False),
+    campaign_outbox.c.status.in_(("pending", "sending", "retry", "sent")),
+    campaign_outbox.c.created_at
+    >= sa.bindparam("b_since", type_=campaign_outbox.c.created_at.type),
+)
+_CAP_CHANNEL = _CAP_ANY.where(campaign_outbox.c.channel == sa.bindparam("b_channel"))
+
 
 def send_id(campaign: str, customer_id: str, step: str, entry_key: str) -> str:
     """The deterministic id of one message: the outbox key and the provider idempotency key."""
@@ -69,9 +95,7 @@ class SendGate:
     ) -> dt.datetime | None:
         """Queue (or record as suppressed) one message; returns a time to retry (quiet hours)."""
         sid = send_id(c.id, row.customer_id, step.id, row.entry_key)
-        if conn.execute(
-            sa.select(campaign_outbox.c.send_id).where(campaign_outbox.c.send_id == sid)
-        ).first():
+        if conn.execute(_QUEUED, {"b_sid": sid}).first():
             return None  # already queued or recorded: never twice
         channel = self.channels.get(step.channel)
         address_trait = getattr(channel, "address_trait", None)
@@ -95,7 +119,7 @@ class SendGate:
             status: str, reason: str | None, payload: Any = None, when: dt.datetime | None = None
         ) -> None:
             conn.execute(
-                campaign_outbox.insert(),
+                _INSERT,
                 {
                     **base,
                     "status": status,
@@ -117,10 +141,7 @@ class SendGate:
         if (
             address is not None
             and conn.execute(
-                sa.select(campaign_suppressions.c.reason).where(
-                    campaign_suppressions.c.channel == step.channel,
-                    campaign_suppressions.c.address == str(address),
-                )
+                _SUPPRESSED, {"b_channel": step.channel, "b_address": str(address)}
             ).first()
         ):
             record("suppressed", "bounced")
@@ -162,21 +183,16 @@ class SendGate:
             return "no_consent"
         found = {
             (r.channel, r.topic): r.status
-            for r in conn.execute(
-                sa.select(consents.c.channel, consents.c.topic, consents.c.status).where(
-                    consents.c.profile_id == pid, consents.c.channel == step.channel
-                )
-            )
+            for r in conn.execute(_CONSENTS, {"b_pid": pid, "b_channel": step.channel})
         }
         status = found.get((step.channel, step.topic), found.get((step.channel, "*")))
-        if status != "granted":
+        if status != "granted" and not (
+            status is None and step.channel in self.settings.opt_out_channels
+        ):
             return "no_consent"
         if step.channel in self.settings.double_opt_in:
             confirmed = conn.execute(
-                sa.select(campaign_optins.c.confirmed_at).where(
-                    campaign_optins.c.customer_id == customer_id,
-                    campaign_optins.c.channel == step.channel,
-                )
+                _CONFIRMED, {"b_customer": customer_id, "b_channel": step.channel}
             ).scalar()
             if confirmed is None:
                 return "unconfirmed"
@@ -187,16 +203,16 @@ class SendGate:
     ) -> bool:
         caps = self.settings.caps
         for scope in (channel, ANY_CHANNEL):
-            for period, limit in (caps.get(scope) or {}).items():
-                since = period_start(now, tz, period)
-                q = sa.select(sa.func.count()).where(
-                    campaign_outbox.c.customer_id == customer_id,
-                    campaign_outbox.c.transactional.is_(False),
-                    campaign_outbox.c.status.in_(("pending", "sending", "retry", "sent")),
-                    campaign_outbox.c.created_at >= since,
-                )
-                if scope != ANY_CHANNEL:
-                    q = q.where(campaign_outbox.c.channel == scope)
-                if (conn.execute(q).scalar() or 0) >= limit:
+            limits = caps.get(scope) or {}
+            if not limits:
+                continue
+            params: dict[str, Any] = {"b_customer": customer_id, "b_channel": scope}
+            starts = {p: period_start(now, tz, p) for p in limits}
+            params["b_since"] = min(starts.values())
+            stmt = _CAP_ANY if scope == ANY_CHANNEL else _CAP_CHANNEL
+            # one read of the customer's recent marketing sends serves every period
+            created = [r for (r,) in conn.execute(stmt, params)]
+            for period, limit in limits.items():
+                if sum(1 for t in created if t >= starts[period]) >= limit:
                     return True
         return False

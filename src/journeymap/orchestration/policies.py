@@ -39,6 +39,9 @@ class PolicySettings:
     global_control_salt: str = "journeymap"
     #: channels whose consent counts only after a confirmed opt-in
     double_opt_in: tuple[str, ...] = ("email",)
+    #: channels where no consent record means allowed (opt-out): banners on the shop's own
+    #: pages (see ``decide.service``); a denied or revoked record still stops them
+    opt_out_channels: tuple[str, ...] = ("banner",)
     max_attempts: int = 6
     backoff: dt.timedelta = dt.timedelta(minutes=1)
     backoff_max: dt.timedelta = dt.timedelta(hours=1)

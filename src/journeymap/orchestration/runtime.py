@@ -109,6 +109,29 @@ def _webhook(registry: ChannelRegistry, settings: Settings, tracking: TrackingLi
     registry.configure("webhook", url=settings.webhook_url, secret=secret)
 
 
+@channel_setup("push")
+def _push(registry: ChannelRegistry, settings: Settings, tracking: TrackingLinks) -> None:
+    """Web Push from ``vapid_private_key_file`` and ``vapid_subject``, when the ``push`` extra
+    is installed (the key pair is created on first use)."""
+    import importlib.util
+
+    if importlib.util.find_spec("pywebpush") is None:
+        return
+    registry.configure(
+        "push",
+        vapid_private_key_file=settings.vapid_private_key_file,
+        vapid_subject=settings.vapid_subject,
+        tracking=tracking,
+    )
+
+
+@channel_setup("banner")
+def _banner(registry: ChannelRegistry, settings: Settings, tracking: TrackingLinks) -> None:
+    """Website banners: campaigns queue them, the decide API (``POST /v1/decide``) shows them;
+    needs no settings, so every project has it."""
+    registry.configure("banner")
+
+
 @channel_setup("console")
 def _console(registry: ChannelRegistry, settings: Settings, tracking: TrackingLinks) -> None:
     registry.configure("console")

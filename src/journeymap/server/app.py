@@ -106,7 +106,9 @@ def create_app(
     ``campaigns`` replaces the campaign runtime (tests: a fake clock, channels of their own).
     """
     from journeymap.server.admin_routes import admin_router
+    from journeymap.server.campaign_routes import add_campaign_routes
     from journeymap.server.collector_routes import add_collector_routes
+    from journeymap.server.decide_routes import add_decide_routes
 
     owns_db = db is None
     database = db or OperationalDB(database_url(settings.database, settings.project_dir))
@@ -196,5 +198,7 @@ def create_app(
         return {"status": "ok"}
 
     add_collector_routes(app, state)
+    add_decide_routes(app, state)
+    add_campaign_routes(app, state)
     app.include_router(admin_router(state))
     return app

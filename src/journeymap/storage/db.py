@@ -355,6 +355,47 @@ campaign_optins = sa.Table(
 CAMPAIGN_TABLES: Final = (campaign_entries, campaign_outbox, campaign_suppressions, campaign_optins)
 
 
+# -- the decide API (migration 3) ----------------------------------------------------------
+#: Every decision of ``POST /v1/decide``: the offer shown (or withheld, with the reason and
+#: group), for frequency caps, conversion attribution and uplift against holdout and control.
+decide_exposures = sa.Table(
+    "decide_exposures",
+    metadata,
+    sa.Column("decision_id", sa.String(32), primary_key=True),
+    sa.Column("customer_id", sa.String(ID_LEN), nullable=False),
+    sa.Column("anonymous_id", sa.String(ID_LEN), nullable=True),
+    sa.Column("source", sa.String(SOURCE_LEN), nullable=False),
+    sa.Column("slot", sa.String(ID_LEN), nullable=False),
+    sa.Column("offer", sa.String(ID_LEN), nullable=True),
+    #: the campaign banner served (an outbox row of channel ``banner``)
+    sa.Column("send_id", sa.String(64), nullable=True, index=True),
+    sa.Column("persona", sa.String(ID_LEN), nullable=False),
+    sa.Column("group_name", sa.String(10), nullable=False),
+    sa.Column("reason", sa.String(20), nullable=False),
+    sa.Column("shown", sa.Boolean, nullable=False),
+    sa.Column("decided_at", UTCDateTime, nullable=False),
+    sa.Column("clicked_at", UTCDateTime, nullable=True),
+    sa.Column("converted_at", UTCDateTime, nullable=True),
+    sa.Column("conversion_id", sa.String(ID_LEN), nullable=True),
+    sa.Index("ix_decide_exposures_customer", "customer_id", "decided_at"),
+    sa.Index("ix_decide_exposures_time", "decided_at"),
+)
+
+#: Thompson-sampling counts per (offer, persona): exposures at decision time, clicks and
+#: conversions as they are attributed.
+offer_stats = sa.Table(
+    "offer_stats",
+    metadata,
+    sa.Column("offer", sa.String(ID_LEN), primary_key=True),
+    sa.Column("persona", sa.String(ID_LEN), primary_key=True),
+    sa.Column("exposures", sa.BigInteger, nullable=False),
+    sa.Column("clicks", sa.BigInteger, nullable=False),
+    sa.Column("conversions", sa.BigInteger, nullable=False),
+)
+
+DECIDE_TABLES: Final = (decide_exposures, offer_stats)
+
+
 # -- migrations ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Migration:
@@ -377,9 +418,17 @@ def _campaigns(op: Any) -> None:
         table.create(bind, checkfirst=True)
 
 
+def _decide(op: Any) -> None:
+    """Version 3: decisions of the decide API and the offer counts it samples from."""
+    bind = op.get_bind()
+    for table in DECIDE_TABLES:
+        table.create(bind, checkfirst=True)
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "baseline", _baseline),
     Migration(2, "campaigns", _campaigns),
+    Migration(3, "decide", _decide),
 )
 SCHEMA_VERSION: Final = MIGRATIONS[-1].version
 
