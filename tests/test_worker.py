@@ -297,3 +297,60 @@ def test_a_recovered_claim_cannot_commit_and_two_workers_never_share_a_row(db, s
     assert set(counting.counts.values()) == {1}
     for w in [*workers, stale]:
         w.close()
+
+
+PHASE_SPEC = """\
+version: 1
+model: three-stage
+touchpoints:
+  - {id: visit, phase: before_purchase, match: {event: Page Viewed}}
+  - {id: cart, phase: during_purchase, match: {event: Product Added, where: {device: mobile}}}
+  - {id: order, phase: during_purchase, match: {event: Order Completed}}
+goal: {match: {event: Order Completed}}
+"""
+
+PHASE_CAMPAIGN = """\
+id: cart_help
+trigger: {phase: during_purchase}
+steps:
+  - {id: hello, type: send, channel: email, transactional: true,
+     message: {email: {subject: "Need help?", text: "Hi"}}}
+"""
+
+
+def test_the_feed_enters_phase_campaigns_from_the_spec(db):
+    """A customer whose event matches a touchpoint of another phase enters the campaign that
+    triggers on that phase, once; an event of no touchpoint or of the same phase does not."""
+    from journeymap.model.spec import parse_spec
+    from journeymap.orchestration.phases import PHASE_TRAIT, PhaseTracker
+    from journeymap.storage.profiles import ProfileStore
+
+    engine = engine_for(db, PHASE_CAMPAIGN)
+    seed_customers(db, 3)
+    a, b, c = "c000000", "c000001", "c000002"
+    append_inbox(
+        db,
+        [
+            message("track", "p1", userId=a, event="Page Viewed"),
+            message(
+                "track", "p2", userId=a, event="Product Added", properties={"device": "mobile"}
+            ),
+            message("track", "p3", userId=a, event="Order Completed"),  # same phase: no re-entry
+            message(
+                "track", "p4", userId=b, event="Product Added", properties={"device": "desktop"}
+            ),
+            message("track", "p5", userId=c, event="Order Completed"),
+        ],
+    )
+    tracker = PhaseTracker(parse_spec(PHASE_SPEC, "journey.yaml"), ProfileStore(db))
+    InboxFeed(db, engine, phases=tracker).feed_all()
+    assert sorted(e.customer_id for e in engine.entries()) == [a, c]
+    profiles = ProfileStore(db)
+    assert profiles.find(a).traits[PHASE_TRAIT] == "during_purchase"
+    assert PHASE_TRAIT not in profiles.find(b).traits  # desktop cart matches no touchpoint
+    # a restarted worker with a fresh tracker: the cursor and the trait keep it at one entry
+    again = PhaseTracker(parse_spec(PHASE_SPEC, "journey.yaml"), ProfileStore(db))
+    InboxFeed(db, engine, phases=again).feed_all()
+    append_inbox(db, [message("track", "p6", userId=a, event="Order Completed")])
+    InboxFeed(db, engine, phases=again).feed_all()
+    assert sorted(e.customer_id for e in engine.entries()) == [a, c]

@@ -1034,7 +1034,20 @@ def worker(ctx: click.Context, once: bool, interval: float | None) -> None:
     stop = threading.Event()
     try:
         rt = CampaignRuntime.open(settings, db)
-        feed = InboxFeed(db, rt.engine, lake=settings.lake, default_currency=settings.currency)
+        phases = None
+        if any(c.trigger.phase for c in rt.flows):  # phase triggers: entries from the spec
+            from journeymap.model.spec import load_spec
+            from journeymap.orchestration.phases import PhaseTracker
+            from journeymap.storage.profiles import ProfileStore
+
+            phases = PhaseTracker(load_spec(settings.spec), ProfileStore(db))
+        feed = InboxFeed(
+            db,
+            rt.engine,
+            lake=settings.lake,
+            default_currency=settings.currency,
+            phases=phases,
+        )
         service = WorkerService(
             db,
             rt.engine,

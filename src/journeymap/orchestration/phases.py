@@ -21,12 +21,14 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from sqlalchemy.engine import Connection
+
 from journeymap.model.spec import COLUMN_CONDITIONS, JourneySpec, Match, Touchpoint
 from journeymap.orchestration.engine import PHASE_EVENT, TriggerEvent
 from journeymap.storage.profiles import IdentityOp, ProfileStore
 
 PHASE_TRAIT = "journey_phase"
-#: when the customer entered it (ISO 8601): events up to this time are history, so a replayed
+#: when the customer entered it (ISO 8601): events before this time are history, so a replayed
 #: batch (a worker restarted after a crash) enters nothing twice
 PHASE_SINCE_TRAIT = "journey_phase_since"
 
@@ -81,18 +83,82 @@ def _as_mapping(ev: TriggerEvent) -> dict[str, Any]:
 
 
 class PhaseTracker:
-    """Turns incoming events into ``Phase Entered`` events (see the module docstring)."""
+    """Turns incoming events into ``Phase Entered`` events (see the module docstring).
+
+    ``observe`` runs in transactions of its own; ``observe_in`` in the caller's write
+    transaction (the worker's feed: the trait moves with the feed's cursor)."""
 
     def __init__(self, spec: JourneySpec, profiles: ProfileStore) -> None:
         self.spec = spec
         self.profiles = profiles
         self._current: dict[str, tuple[str | None, dt.datetime | None]] = {}
 
-    def current(self, customer_id: str) -> tuple[str | None, dt.datetime | None]:
-        """The customer's phase and since when."""
+    def forget(self) -> None:
+        """Drop the cached phases (after a rolled-back transaction)."""
+        self._current.clear()
+
+    def observe(self, events: Iterable[TriggerEvent | Mapping[str, Any]]) -> list[TriggerEvent]:
+        """The phase entries ``events`` (in time order) cause; updates the trait."""
+        rows = [_row(e) for e in events]
+
+        def run(conn: Connection) -> list[TriggerEvent]:
+            return self.observe_in(conn, rows)
+
+        try:
+            return self.profiles.db.write(run)
+        except BaseException:
+            self.forget()
+            raise
+
+    def observe_in(
+        self, conn: Connection, events: Iterable[TriggerEvent | Mapping[str, Any]]
+    ) -> list[TriggerEvent]:
+        """``observe`` in the caller's transaction. Events are lake rows (``event``,
+        ``channel``, ``campaign``, ``properties``, the promoted columns) or ``TriggerEvent``s
+        (channel and campaign then come from their properties)."""
+        entered: list[TriggerEvent] = []
+        ops: list[IdentityOp] = []
+        for raw in events:
+            row = _row(raw)
+            customer, ts = str(row["customer_id"]), row.get("ts")
+            if row["event"] == PHASE_EVENT:
+                continue
+            tp = touchpoint_of(self.spec, row)
+            if tp is None:
+                continue
+            previous, since = self._phase(conn, customer)
+            if tp.phase == previous or (since is not None and ts is not None and ts < since):
+                continue
+            self._current[customer] = (tp.phase, ts)
+            key = row.get("event_id") or f"{customer}-{ts}"
+            entered.append(
+                TriggerEvent(
+                    customer_id=customer,
+                    event=PHASE_EVENT,
+                    ts=ts,
+                    properties={"phase": tp.phase, "previous_phase": previous, "via": tp.id},
+                    event_id=f"phase-{key}",
+                )
+            )
+            if ts is not None:
+                ops.append(
+                    IdentityOp(
+                        kind="identify",
+                        event_id=f"phase-{key}",
+                        source="journeymap",
+                        ts=ts,
+                        user_id=customer,
+                        traits={PHASE_TRAIT: tp.phase, PHASE_SINCE_TRAIT: ts.isoformat()},
+                    )
+                )
+        if ops:
+            self.profiles.apply_in(conn, ops)
+        return entered
+
+    def _phase(self, conn: Connection, customer_id: str) -> tuple[str | None, dt.datetime | None]:
         if customer_id not in self._current:
-            profile = self.profiles.find(customer_id)
-            traits = profile.traits if profile is not None else {}
+            pid = self.profiles.find_pid(conn, customer_id)
+            traits = self.profiles.profile_in(conn, pid).traits if pid is not None else {}
             phase, since = traits.get(PHASE_TRAIT), traits.get(PHASE_SINCE_TRAIT)
             self._current[customer_id] = (
                 str(phase) if phase is not None else None,
@@ -100,42 +166,17 @@ class PhaseTracker:
             )
         return self._current[customer_id]
 
-    def observe(self, events: Iterable[TriggerEvent | Mapping[str, Any]]) -> list[TriggerEvent]:
-        """The phase entries ``events`` (in time order) cause; updates the trait."""
-        entered: list[TriggerEvent] = []
-        ops: list[IdentityOp] = []
-        for raw in events:
-            ev = TriggerEvent.of(raw)
-            if ev.event == PHASE_EVENT:
-                continue
-            tp = touchpoint_of(self.spec, _as_mapping(ev))
-            if tp is None:
-                continue
-            previous, since = self.current(ev.customer_id)
-            if tp.phase == previous or (since is not None and ev.ts is not None and ev.ts <= since):
-                continue
-            self._current[ev.customer_id] = (tp.phase, ev.ts)
-            key = ev.event_id or f"{ev.customer_id}-{ev.ts}"
-            entered.append(
-                TriggerEvent(
-                    customer_id=ev.customer_id,
-                    event=PHASE_EVENT,
-                    ts=ev.ts,
-                    properties={"phase": tp.phase, "previous_phase": previous, "via": tp.id},
-                    event_id=f"phase-{key}",
-                )
-            )
-            if ev.ts is not None:
-                ops.append(
-                    IdentityOp(
-                        kind="identify",
-                        event_id=f"phase-{key}",
-                        source="journeymap",
-                        ts=ev.ts,
-                        user_id=ev.customer_id,
-                        traits={PHASE_TRAIT: tp.phase, PHASE_SINCE_TRAIT: ev.ts.isoformat()},
-                    )
-                )
-        if ops:
-            self.profiles.apply(ops)
-        return entered
+
+def _row(event: TriggerEvent | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(event, TriggerEvent):
+        return {
+            **_as_mapping(event),
+            "customer_id": event.customer_id,
+            "ts": event.ts,
+            "event_id": event.event_id,
+        }
+    row = dict(event)
+    if "channel" not in row:  # a TriggerEvent-shaped mapping: channel etc. in properties
+        trigger = TriggerEvent.of(row)
+        return _row(trigger)
+    return row

@@ -47,7 +47,9 @@ from journeymap.collect.internal import inbox_rows, record_events
 from journeymap.collect.messages import InvalidMessage
 from journeymap.collect.normalize import event_id_for, event_time_us, to_event, to_identity_op
 from journeymap.model.campaigns import WaitForStep
+from journeymap.model.spec import COLUMN_CONDITIONS
 from journeymap.orchestration.engine import PHASE_EVENT, CampaignEngine, TriggerEvent
+from journeymap.orchestration.phases import PhaseTracker
 from journeymap.orchestration.worker import FEEDBACK_EVENTS, OutboxWorker, feedback_event
 from journeymap.storage.db import (
     OperationalDB,
@@ -89,9 +91,12 @@ class InboxFeed:
         default_currency: str = "EUR",
         batch: int = 500,
         settle_seconds: float | None = None,
+        phases: PhaseTracker | None = None,
     ) -> None:
         self.db = db
         self.engine = engine
+        #: live phase entries for campaigns that trigger on a phase (``Phase Entered``)
+        self.phases = phases
         self.lake = Path(lake) if lake is not None else None
         self.default_currency = default_currency
         self.batch = batch
@@ -189,19 +194,25 @@ class InboxFeed:
                     continue
             customers = self.profiles.apply_in(conn, ops) if ops else []
             events: list[TriggerEvent] = []
+            seen: list[dict[str, Any]] = []  # every customer event, for the phase tracker
             for (row, msg, ts_us), customer in zip(kept, customers, strict=True):
-                if customer is None or not self._listened(msg):
+                if customer is None or msg.get("type") != "track":
                     continue
                 try:
                     lake_row = to_event(msg, row.source, customer, self.default_currency, ts_us)
                 except (InvalidMessage, ValueError, TypeError, ArithmeticError):
                     continue
-                events.append(TriggerEvent.of(lake_row))
-            events += [
-                TriggerEvent.of(e)
-                for e in lake_events
-                if e["customer_id"] is not None and e["event"] in self.listened
-            ]
+                seen.append(lake_row)
+                if self._listened(msg):
+                    events.append(TriggerEvent.of(lake_row))
+            known = [e for e in lake_events if e["customer_id"] is not None]
+            events += [TriggerEvent.of(e) for e in known if e["event"] in self.listened]
+            if self.phases is not None:
+                ordered: list[dict[str, Any]] = sorted(
+                    seen + known, key=lambda e: (e["ts"], str(e["event_id"]))
+                )
+                entered = self.phases.observe_in(conn, ordered)
+                events = sorted(events + entered, key=lambda e: e.ts or _EPOCH)
             touched = self.engine.handle_in(conn, events) if events else []
             recorded = record_in(self.db, conn, entry_events(conn, touched))
             res = conn.execute(
@@ -217,7 +228,13 @@ class InboxFeed:
             return self.db.write(run)
         except FeedConflictError:
             log.info("another worker fed messages after %d; skipping this batch", cursor)
+            if self.phases is not None:
+                self.phases.forget()
             return FeedResult(cursor=cursor)
+        except BaseException:
+            if self.phases is not None:
+                self.phases.forget()
+            raise
 
     def feed_all(
         self, max_batches: int = 1_000_000, stop: threading.Event | None = None
@@ -263,8 +280,9 @@ class InboxFeed:
         return out
 
     def _wanted(self, msg: dict[str, Any]) -> bool:
-        """Messages that change profiles, or that a campaign listens to."""
-        return msg.get("type") != "track" or self._listened(msg)
+        """Messages that change profiles, that a campaign listens to, or (with phase
+        triggers) any event, since any event may move a customer into another phase."""
+        return msg.get("type") != "track" or self.phases is not None or self._listened(msg)
 
     def _listened(self, msg: dict[str, Any]) -> bool:
         return msg.get("type") == "track" and msg.get("event") in self.listened
@@ -281,7 +299,8 @@ class InboxFeed:
         store = DeltaEventStore(self.lake)
         if not store.exists():
             return []
-        columns = ["event_id", "customer_id", "ts", "event", "properties"]
+        columns = ["event_id", "customer_id", "ts", "event", "channel", "campaign", "properties"]
+        columns += list(COLUMN_CONDITIONS)
         table = store.dataset().to_table(
             columns=columns, filter=pads.field("event_id").isin(event_ids)
         )
