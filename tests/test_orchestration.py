@@ -659,3 +659,28 @@ def test_invariants_over_a_random_week_never_quiet_never_over_caps_never_without
     assert max(per_week.values()) <= 5
     assert max(h.email.calls.values()) <= settings.max_attempts
     assert len({m.send_id for m in h.email.delivered}) == len(h.email.delivered)
+
+
+def test_migration_4_widens_outbox_addresses_of_an_existing_database(tmp_path):
+    """A database from before version 4 (address VARCHAR(320)) takes a push subscription
+    document afterwards; on PostgreSQL, where the length is enforced."""
+    from journeymap.server.testing import database_for_test
+
+    url, cleanup = database_for_test("postgresql", tmp_path)
+    db = OperationalDB(url)
+    try:
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "ALTER TABLE campaign_outbox ALTER COLUMN address TYPE VARCHAR(320)"
+            )
+            conn.execute(schema_migrations.delete().where(schema_migrations.c.version >= 4))
+        db.close()
+        db = OperationalDB(url)
+        assert db.schema_version() == SCHEMA_VERSION >= 4
+        column = {c["name"]: c for c in sa.inspect(db.engine).get_columns("campaign_outbox")}[
+            "address"
+        ]
+        assert isinstance(column["type"], sa.Text)
+    finally:
+        db.close()
+        cleanup()

@@ -399,19 +399,24 @@ def test_the_worker_suppresses_a_gone_subscription_and_sends_to_a_new_one(
             )
         ]
     )
-    old = Device.new(push_service, "old")
-    add_push_subscription(
-        db, old.subscription, user_id="ana", anonymous_id=None, granted=True, now=clock.now()
-    )
+    # three devices: their subscriptions together are longer than any email address, which
+    # the outbox (TEXT) and the suppression list (a digest as key) must take on PostgreSQL too
+    olds = [Device.new(push_service, f"old{i}") for i in range(3)]
+    for old in olds:
+        add_push_subscription(
+            db, old.subscription, user_id="ana", anonymous_id=None, granted=True, now=clock.now()
+        )
     profile = ProfileStore(db).find("ana")
     assert profile is not None
-    assert profile.traits[SUBSCRIPTION_TRAIT] == [parse_subscription(old.subscription)]
+    assert profile.traits[SUBSCRIPTION_TRAIT] == [parse_subscription(o.subscription) for o in olds]
+    assert len(json.dumps(profile.traits[SUBSCRIPTION_TRAIT])) > 320
 
     def abandon(n: int) -> list[dict[str, Any]]:
         engine.handle({"customer_id": "ana", "event": "Cart Abandoned", "event_id": f"e{n}"})
         return worker.run_once()
 
-    PushService.statuses["old"] = [(410, {})]
+    for i in range(3):
+        PushService.statuses[f"old{i}"] = [(410, {})]
     (event,) = abandon(1)
     assert event["event"] == "Message Bounced"
     clock.advance(dt.timedelta(hours=1))
@@ -420,7 +425,7 @@ def test_the_worker_suppresses_a_gone_subscription_and_sends_to_a_new_one(
     assert PushService.received == []
     # the service worker's pushsubscriptionchange: the page drops the old device, adds the new
     new = Device.new(push_service, "new")
-    remove_push_subscriptions(db, [old.endpoint], user_id="ana", now=clock.now())
+    remove_push_subscriptions(db, [o.endpoint for o in olds], user_id="ana", now=clock.now())
     add_push_subscription(
         db, new.subscription, user_id="ana", anonymous_id=None, granted=True, now=clock.now()
     )

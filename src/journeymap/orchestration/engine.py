@@ -66,6 +66,7 @@ from journeymap.storage.db import (
     campaign_optins,
     campaign_outbox,
     campaign_suppressions,
+    suppression_key,
 )
 from journeymap.storage.db import traits as trait_rows
 from journeymap.storage.profiles import IdentityOp, ProfileStore
@@ -629,7 +630,7 @@ def suppress_in(
     """Put ``address`` on ``channel``'s suppression list (idempotent)."""
     conn.execute(
         db.insert_ignore(campaign_suppressions, ["channel", "address"]),
-        {"channel": channel, "address": address, "reason": reason, "ts": now},
+        {"channel": channel, "address": suppression_key(address), "reason": reason, "ts": now},
     )
 
 

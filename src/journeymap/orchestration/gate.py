@@ -35,6 +35,7 @@ from journeymap.storage.db import (
     campaign_outbox,
     campaign_suppressions,
     consents,
+    suppression_key,
 )
 
 # Hot statements, built once (building a Core statement costs more than running it on SQLite)
@@ -99,7 +100,15 @@ class SendGate:
             return None  # already queued or recorded: never twice
         channel = self.channels.get(step.channel)
         address_trait = getattr(channel, "address_trait", None)
-        address = traits.get(address_trait) if address_trait else None
+        found = traits.get(address_trait) if address_trait else None
+        # text as the outbox stores it: structured addresses (push subscriptions) as JSON
+        address = (
+            None
+            if found is None
+            else found
+            if isinstance(found, str)
+            else json.dumps(found, sort_keys=True, separators=(",", ":"))
+        )
         base = {
             "send_id": sid,
             "entry_id": row.entry_id,
@@ -110,7 +119,7 @@ class SendGate:
             "channel": step.channel,
             "topic": step.topic,
             "transactional": step.transactional,
-            "address": str(address) if address is not None else None,
+            "address": address,
             "attempts": 0,
             "created_at": now,
         }
@@ -141,7 +150,7 @@ class SendGate:
         if (
             address is not None
             and conn.execute(
-                _SUPPRESSED, {"b_channel": step.channel, "b_address": str(address)}
+                _SUPPRESSED, {"b_channel": step.channel, "b_address": suppression_key(address)}
             ).first()
         ):
             record("suppressed", "bounced")

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import logging
 import os
 import queue
@@ -317,7 +318,8 @@ campaign_outbox = sa.Table(
     sa.Column("channel", sa.String(60), nullable=False),
     sa.Column("topic", sa.String(100), nullable=False),
     sa.Column("transactional", sa.Boolean, nullable=False),
-    sa.Column("address", sa.String(320), nullable=True),
+    #: an email address, or a structured one as JSON (a customer's push subscriptions)
+    sa.Column("address", sa.Text, nullable=True),
     sa.Column("payload", sa.Text, nullable=False),
     sa.Column("status", sa.String(12), nullable=False),
     sa.Column("reason", sa.String(40), nullable=True),
@@ -425,10 +427,29 @@ def _decide(op: Any) -> None:
         table.create(bind, checkfirst=True)
 
 
+def _long_addresses(op: Any) -> None:
+    """Version 4: outbox addresses of any length (push subscriptions are JSON documents);
+    SQLite does not enforce VARCHAR lengths, PostgreSQL does."""
+    if op.get_bind().dialect.name != "sqlite":
+        op.alter_column("campaign_outbox", "address", type_=sa.Text, existing_type=sa.String(320))
+
+
+SUPPRESSION_KEY_MAX = 320
+
+
+def suppression_key(address: str) -> str:
+    """The suppression list's key of ``address``: itself, or a digest when it is longer than
+    an email address can be (a push subscription's JSON)."""
+    if len(address) <= SUPPRESSION_KEY_MAX:
+        return address
+    return "sha256:" + hashlib.sha256(address.encode()).hexdigest()
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "baseline", _baseline),
     Migration(2, "campaigns", _campaigns),
     Migration(3, "decide", _decide),
+    Migration(4, "long_addresses", _long_addresses),
 )
 SCHEMA_VERSION: Final = MIGRATIONS[-1].version
 
