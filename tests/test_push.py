@@ -552,3 +552,38 @@ def test_push_preflight_allows_only_configured_origins(server):
     bad = http.options("/v1/push/subscribe", headers={"Origin": "https://evil.example"})
     assert bad.status_code == 403
     assert bad.json()["code"] == "origin_not_allowed"
+
+
+def test_the_worker_drops_gone_devices_and_waits_as_long_as_the_service_asks(
+    db, push_service, channel
+):
+    clock = FakeClock(T0)
+    registry = ChannelRegistry()
+    registry.add(channel)
+    settings = PolicySettings(quiet_start=None, quiet_end=None)
+    engine = CampaignEngine(
+        db, [parse_campaign(PUSH_FLOW, "push.yaml")], registry, settings=settings, clock=clock
+    )
+    worker = OutboxWorker(db, registry, settings=settings, clock=clock, engine=engine)
+    ProfileStore(db).apply(
+        [IdentityOp("identify", "n1", "t", clock.now(), user_id="ana", traits={"first_name": "A"})]
+    )
+    phone, laptop = Device.new(push_service, "phone"), Device.new(push_service, "laptop")
+    for d in (phone, laptop):
+        add_push_subscription(
+            db, d.subscription, user_id="ana", anonymous_id=None, granted=True, now=clock.now()
+        )
+    # the phone unsubscribed (410): the laptop gets it, the phone leaves the profile
+    PushService.statuses["phone"] = [(410, {})]
+    engine.handle({"customer_id": "ana", "event": "Cart Abandoned", "event_id": "e1"})
+    (event,) = worker.run_once()
+    assert event["event"] == "Message Sent"
+    left = ProfileStore(db).find("ana").traits[SUBSCRIPTION_TRAIT]
+    assert [s["endpoint"] for s in left] == [laptop.endpoint]
+    # the service is overloaded and asks for an hour: no retry before that (backoff is 1 min)
+    PushService.statuses["laptop"] = [(429, {"Retry-After": "3600"})]
+    clock.advance(dt.timedelta(hours=1))
+    engine.handle({"customer_id": "ana", "event": "Cart Abandoned", "event_id": "e2"})
+    assert worker.run_once() == []
+    (row,) = [r for r in engine.outbox("ana") if r["status"] == "retry"]
+    assert row["next_attempt_at"] >= clock.now() + dt.timedelta(seconds=3600)

@@ -51,7 +51,10 @@ class ChannelError(JourneymapError):
 
 
 class TransientChannelError(ChannelError):
-    """The same send may succeed later: retry with backoff."""
+    """The same send may succeed later: retry with backoff, and not before ``retry_after``
+    seconds when the provider asked for a delay (HTTP ``Retry-After``)."""
+
+    retry_after: float | None = None
 
 
 class TerminalChannelError(ChannelError):

@@ -425,7 +425,7 @@ class OutboxWorker:
             log.info("send %s: recovered by another worker meanwhile; left to it", row.send_id)
             return Outcome(row, None)
         except TransientChannelError as exc:
-            return self._retry_or_fail(row, str(exc))
+            return self._retry_or_fail(row, str(exc), exc.retry_after)
         except TerminalChannelError as exc:
             now = self.clock.now()
             values = {"status": "failed", "reason": exc.reason, "last_error": str(exc)}
@@ -448,7 +448,18 @@ class OutboxWorker:
             self.stats.failed += 1
             event = feedback_event(row, "failed", now, reason="unknown", error=repr(exc))
             return Outcome(row, values, event)
+        gone = tuple(getattr(result, "gone", ()) or ())
+        if gone:  # devices that unsubscribed (push): off the profile, the others keep it
+            self._forget_devices(row.customer_id, gone)
         return self._sent(row, self.clock.now(), None, None, result.provider_id)
+
+    def _forget_devices(self, customer_id: str, endpoints: Sequence[str]) -> None:
+        from journeymap.orchestration.preferences import remove_push_subscriptions
+
+        try:
+            remove_push_subscriptions(self.db, endpoints, user_id=customer_id, now=self.clock.now())
+        except Exception:  # the message went out; a stale device is retried and reported again
+            log.exception("could not remove %d gone push device(s)", len(endpoints))
 
     def _sent(
         self,
@@ -471,7 +482,7 @@ class OutboxWorker:
             row, values, feedback_event(row, "sent", now, attempts=row.attempts, **extra)
         )
 
-    def _retry_or_fail(self, row: Any, error: str) -> Outcome:
+    def _retry_or_fail(self, row: Any, error: str, retry_after: float | None = None) -> Outcome:
         now = self.clock.now()
         values: dict[str, Any]
         if row.attempts >= self.settings.max_attempts:
@@ -482,7 +493,8 @@ class OutboxWorker:
         self.stats.retried += 1
         values = {
             "status": "retry",
-            "next_attempt_at": now + backoff(row.attempts, self.settings),
+            "next_attempt_at": now
+            + max(backoff(row.attempts, self.settings), dt.timedelta(seconds=retry_after or 0)),
             "last_error": error,
             "sent_at": None,
         }
