@@ -256,3 +256,43 @@ def test_console_and_file_channels_write_json_lines(tmp_path):
     channel.send(hook_message())
     channel.send(hook_message())
     assert len(path.read_text().splitlines()) == 2
+
+
+def test_gil_held_commit_and_dot_do_what_the_ordinary_calls_do(tmp_path):
+    """The exactly-once window's C calls (channels.gilheld): the commit is the real commit,
+    the bytes arrive, and anything they cannot handle falls back to the ordinary call."""
+    import socket
+    import sqlite3
+
+    from journeymap.channels import gilheld
+
+    path = tmp_path / "t.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute("INSERT INTO t VALUES (1)")
+    assert gilheld.sqlite_commit(conn)
+    assert not conn.in_transaction
+    assert sqlite3.connect(path).execute("SELECT x FROM t").fetchall() == [(1,)]
+    assert not gilheld.sqlite_commit(object())  # not a sqlite3.Connection: nothing done
+    conn.close()
+
+    a, b = socket.socketpair()
+    a.settimeout(5)
+    gilheld.send_all(a, b".\r\n")
+    big = b"x" * (8 << 20)  # more than the kernel takes at once: the rest goes by sendall
+    import threading
+
+    got = bytearray()
+
+    def read() -> None:
+        while len(got) < 3 + len(big):
+            got.extend(b.recv(1 << 20))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    gilheld.send_all(a, big)
+    reader.join(30)
+    assert bytes(got) == b".\r\n" + big
+    a.close()
+    b.close()

@@ -34,6 +34,7 @@ from email.utils import formataddr, make_msgid
 from html import escape
 from typing import Any
 
+from journeymap.channels import gilheld
 from journeymap.channels.base import (
     BaseChannel,
     ChannelError,
@@ -187,7 +188,9 @@ class SmtpEmailChannel(BaseChannel):
                 smtp: smtplib.SMTP = smtp, dot_error: list[BaseException] = dot_error
             ) -> None:
                 try:
-                    smtp.send(b"." + _CRLF)
+                    if smtp.sock is None:
+                        raise smtplib.SMTPServerDisconnected("the connection is closed")
+                    gilheld.send_all(smtp.sock, b"." + _CRLF)  # no GIL release before it
                 except BaseException as exc:  # reported below, in the sending thread
                     dot_error.append(exc)
 

@@ -80,6 +80,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from journeymap.channels import gilheld
 from journeymap.channels.base import (
     OutboundMessage,
     TerminalChannelError,
@@ -636,7 +637,9 @@ class CommitLog:
                     cur.execute(sql, (_db_time(i.now, sqlite), i.sid, i.attempts))
                     oks.append(cur.rowcount == 1)
                 if sqlite:
-                    cur.execute("COMMIT")
+                    # the GIL stays held from the commit to the dots (channels.gilheld)
+                    if not gilheld.sqlite_commit(raw.driver_connection):
+                        cur.execute("COMMIT")
                 else:
                     # The server commits on receipt of COMMIT, killed client or not: the dots
                     # go out right after the COMMIT is sent, not after its reply (a round trip).

@@ -1,0 +1,87 @@
+"""Two C calls made *without* releasing the GIL, to keep the exactly-once window short.
+
+The worker's commit point is "commit record visible → the final dot written". A thread that
+releases the GIL in between (Python's ``sqlite3`` does during ``COMMIT``, ``socket.send``
+does during the write) must win it back before its next step; with other threads busy that
+can take a switch interval or a scheduler slice, and a SIGKILL landing there leaves a
+committed message whose dot never left. Calling the same C functions through ``ctypes.PyDLL``
+(which, unlike ``CDLL``, keeps the GIL) runs the commit and every dot of a group back to back.
+
+Both helpers are best-effort: they return ``False`` when they cannot act (another Python
+build, a non-blocking socket whose buffer is full), and the caller falls back to the ordinary
+call, which is correct, only slower to reach the point.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import socket
+import sqlite3
+from functools import cache
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@cache
+def _libc() -> Any:
+    try:
+        lib = ctypes.PyDLL(None)
+        send = lib.send
+    except (OSError, AttributeError):
+        return None
+    send.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int)
+    send.restype = ctypes.c_ssize_t
+    return send
+
+
+@cache
+def _sqlite_exec() -> Any:
+    import _sqlite3
+
+    try:
+        lib = ctypes.PyDLL(_sqlite3.__file__)
+        fn = lib.sqlite3_exec
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = (
+        ctypes.c_void_p,
+        ctypes.c_char_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+    )
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def _handle(conn: sqlite3.Connection) -> int | None:
+    """The ``sqlite3 *`` of a CPython ``sqlite3.Connection`` (its first field)."""
+    if type(conn) is not sqlite3.Connection:
+        return None
+    value = ctypes.c_void_p.from_address(id(conn) + object.__basicsize__).value
+    return int(value) if value else None
+
+
+def sqlite_commit(conn: Any) -> bool:
+    """``COMMIT`` on the DB-API SQLite connection ``conn`` with the GIL held; ``False`` when
+    it could not be done this way (nothing was done then)."""
+    fn = _sqlite_exec()
+    handle = _handle(conn) if fn is not None else None
+    if fn is None or handle is None:
+        return False
+    # not SQLITE_OK: the transaction is still open, and the ordinary path reports the error
+    return bool(fn(handle, b"COMMIT", None, None, None) == 0)
+
+
+def send_all(sock: socket.socket, data: bytes) -> None:
+    """Write ``data`` to ``sock``: with the GIL held when the kernel takes it at once, else
+    through ``socket.sendall``."""
+    send = _libc()
+    sent = 0
+    if send is not None:
+        n = send(sock.fileno(), data, len(data), getattr(socket, "MSG_NOSIGNAL", 0))
+        sent = max(int(n), 0)
+    if sent < len(data):
+        sock.sendall(data[sent:])
