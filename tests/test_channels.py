@@ -296,3 +296,31 @@ def test_gil_held_commit_and_dot_do_what_the_ordinary_calls_do(tmp_path):
     assert bytes(got) == b".\r\n" + big
     a.close()
     b.close()
+
+
+def test_gil_held_postgresql_commit_commits(tmp_path):
+    import select
+
+    import psycopg
+
+    from journeymap.channels import gilheld
+    from journeymap.server.testing import postgres_base_url
+
+    url = postgres_base_url().replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TEMP TABLE gil_held (x int)")
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO gil_held VALUES (7)")
+        assert gilheld.pg_send_commit(conn.pgconn)
+        pg, statuses = conn.pgconn, []
+        while True:  # read the reply as the worker does
+            pg.consume_input()
+            if pg.is_busy():
+                select.select([pg.socket], [], [], 1.0)
+                continue
+            res = pg.get_result()
+            if res is None:
+                break
+            statuses.append(res.command_status)
+        assert statuses == [b"COMMIT"]
+        assert conn.execute("SELECT x FROM gil_held").fetchall() == [(7,)]

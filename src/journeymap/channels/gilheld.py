@@ -85,3 +85,42 @@ def send_all(sock: socket.socket, data: bytes) -> None:
         sent = max(int(n), 0)
     if sent < len(data):
         sock.sendall(data[sent:])
+
+
+@cache
+def _libpq() -> Any:
+    """The libpq psycopg loaded (the binary wheel bundles its own), found by its mapping."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            paths = [line.split()[-1] for line in maps if "libpq" in line.rsplit("/", 1)[-1]]
+    except OSError:
+        return None
+    if not paths:
+        return None
+    try:
+        lib = ctypes.PyDLL(paths[0])
+        send_query, flush = lib.PQsendQuery, lib.PQflush
+    except (OSError, AttributeError):
+        return None
+    send_query.argtypes = (ctypes.c_void_p, ctypes.c_char_p)
+    send_query.restype = ctypes.c_int
+    flush.argtypes = (ctypes.c_void_p,)
+    flush.restype = ctypes.c_int
+    return send_query, flush
+
+
+def pg_send_commit(pgconn: Any) -> bool:
+    """Send ``COMMIT`` on a psycopg ``PGconn`` and flush it with the GIL held; ``False`` when
+    it could not be done this way (nothing was sent then)."""
+    ptr = getattr(pgconn, "pgconn_ptr", None)
+    fns = _libpq() if ptr else None
+    if fns is None:
+        return False
+    send_query, flush = fns
+    if send_query(ptr, b"COMMIT") != 1:
+        return False
+    while flush(ptr) == 1:  # rarely: the socket's buffer is full; wait for it as before
+        import select
+
+        select.select([], [pgconn.socket], [], 1.0)
+    return True
