@@ -12,6 +12,7 @@ import pyarrow as pa
 import pytest
 
 from journeymap.model.events import EVENT_SCHEMA, conform
+from journeymap.server.testing import BACKENDS
 
 
 def make_events(rows: list[dict[str, Any]]) -> pa.Table:
@@ -86,3 +87,24 @@ def spark_con() -> Iterator[Any]:
     )
     yield connect_pyspark(session)
     session.stop()
+
+
+@pytest.fixture(params=BACKENDS)
+def url(request: Any, tmp_path: Path) -> Iterator[str]:
+    """An empty operational database's URL, once on SQLite and once on PostgreSQL (skipped
+    locally without ``JOURNEYMAP_TEST_POSTGRES_URL``; CI must have one)."""
+    from journeymap.server.testing import database_for_test
+
+    value, cleanup = database_for_test(request.param, tmp_path)
+    yield value
+    cleanup()
+
+
+@pytest.fixture
+def db(url: str) -> Iterator[Any]:
+    """The operational database at ``url``."""
+    from journeymap.storage.db import OperationalDB
+
+    database = OperationalDB(url)
+    yield database
+    database.close()

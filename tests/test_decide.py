@@ -30,7 +30,7 @@ from journeymap.orchestration import FakeClock, PolicySettings
 from journeymap.orchestration.phases import PHASE_TRAIT
 from journeymap.orchestration.runtime import CampaignRuntime, project_channels
 from journeymap.server.app import create_app
-from journeymap.server.testing import BACKENDS, ServerThread, database_for_test
+from journeymap.server.testing import ServerThread
 from journeymap.storage.db import (
     DECIDE_TABLES,
     SCHEMA_VERSION,
@@ -77,15 +77,6 @@ offers:
 
 def catalog(text: str = OFFERS):
     return parse_offers(textwrap.dedent(text), "offers.yaml")
-
-
-@pytest.fixture(params=BACKENDS)
-def db(request, tmp_path):
-    url, cleanup = database_for_test(request.param, tmp_path)
-    database = OperationalDB(url)
-    yield database
-    database.close()
-    cleanup()
 
 
 @pytest.fixture

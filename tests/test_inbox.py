@@ -9,7 +9,6 @@ import pytest
 import sqlalchemy as sa
 
 from journeymap.errors import ConfigError
-from journeymap.server.testing import BACKENDS, database_for_test
 from journeymap.storage.db import (
     SCHEMA_VERSION,
     OperationalDB,
@@ -21,20 +20,6 @@ from journeymap.storage.db import (
     schema_migrations,
 )
 from journeymap.storage.inbox import InboxStore
-
-
-@pytest.fixture(params=BACKENDS)
-def url(request, tmp_path):
-    url, cleanup = database_for_test(request.param, tmp_path)
-    yield url
-    cleanup()
-
-
-@pytest.fixture
-def db(url):
-    database = OperationalDB(url)
-    yield database
-    database.close()
 
 
 def rows(n, source="web", prefix="m"):

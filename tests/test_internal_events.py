@@ -7,24 +7,11 @@ import datetime as dt
 import json
 from decimal import Decimal
 
-import pytest
-
 from journeymap.collect.internal import INTERNAL_SOURCE, record_events
 from journeymap.collect.loader import InboxLoader
-from journeymap.server.testing import BACKENDS, database_for_test
-from journeymap.storage.db import OperationalDB
 from journeymap.storage.lake import DeltaEventStore
 
 T0 = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
-
-
-@pytest.fixture(params=BACKENDS)
-def db(request, tmp_path):
-    url, cleanup = database_for_test(request.param, tmp_path)
-    database = OperationalDB(url)
-    yield database
-    database.close()
-    cleanup()
 
 
 def _event(kind: str, **extra):

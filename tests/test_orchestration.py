@@ -25,7 +25,7 @@ from journeymap.orchestration import (
     feedback_table,
     send_id,
 )
-from journeymap.server.testing import BACKENDS, database_for_test
+from journeymap.server.testing import database_for_test
 from journeymap.storage.db import (
     CAMPAIGN_TABLES,
     SCHEMA_VERSION,
@@ -37,15 +37,6 @@ from journeymap.storage.profiles import ConsentChange, IdentityOp, ProfileStore
 # Monday 2 March 2026, 09:00 UTC (New York is on EST, UTC-5, until 8 March)
 T0 = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
 NO_QUIET = {"quiet_start": None, "quiet_end": None}
-
-
-@pytest.fixture(params=BACKENDS)
-def db(request, tmp_path):
-    url, cleanup = database_for_test(request.param, tmp_path)
-    database = OperationalDB(url)
-    yield database
-    database.close()
-    cleanup()
 
 
 @pytest.fixture
@@ -664,7 +655,6 @@ def test_invariants_over_a_random_week_never_quiet_never_over_caps_never_without
 def test_migration_4_widens_outbox_addresses_of_an_existing_database(tmp_path):
     """A database from before version 4 (address VARCHAR(320)) takes a push subscription
     document afterwards; on PostgreSQL, where the length is enforced."""
-    from journeymap.server.testing import database_for_test
 
     url, cleanup = database_for_test("postgresql", tmp_path)
     db = OperationalDB(url)

@@ -13,20 +13,9 @@ from journeymap.analytics.journey import build_journey
 from journeymap.collect.loader import InboxLoader
 from journeymap.errors import ConfigError
 from journeymap.model.spec import parse_spec
-from journeymap.server.testing import BACKENDS, database_for_test
-from journeymap.storage.db import OperationalDB
 from journeymap.storage.inbox import InboxStore
 from journeymap.storage.lake import DeltaEventStore
 from journeymap.storage.profiles import ConsentChange, IdentityOp, ProfileStore, parse_consent
-
-
-@pytest.fixture(params=BACKENDS)
-def db(request, tmp_path):
-    url, cleanup = database_for_test(request.param, tmp_path)
-    database = OperationalDB(url)
-    yield database
-    database.close()
-    cleanup()
 
 
 @pytest.fixture

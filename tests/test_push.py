@@ -47,8 +47,7 @@ from journeymap.orchestration import CampaignEngine, FakeClock, OutboxWorker, Po
 from journeymap.orchestration.preferences import add_push_subscription, remove_push_subscriptions
 from journeymap.orchestration.runtime import CampaignRuntime, project_channels
 from journeymap.server.app import create_app
-from journeymap.server.testing import BACKENDS, ServerThread, database_for_test, free_port
-from journeymap.storage.db import OperationalDB
+from journeymap.server.testing import ServerThread, free_port
 from journeymap.storage.profiles import IdentityOp, ProfileStore
 
 SUBJECT = "mailto:ops@shop.example"
@@ -352,13 +351,6 @@ def test_the_project_configures_push_through_the_channel_setup_hook(tmp_path):
 
 
 # -- the worker: a gone subscription is never used again -----------------------------------
-@pytest.fixture(params=BACKENDS)
-def db(request, tmp_path):
-    url, cleanup = database_for_test(request.param, tmp_path)
-    database = OperationalDB(url)
-    yield database
-    database.close()
-    cleanup()
 
 
 T0 = dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.UTC)

@@ -26,8 +26,8 @@ from journeymap.orchestration.gate import send_id
 from journeymap.orchestration.policies import PolicySettings
 from journeymap.orchestration.service import FEED_CURSOR, InboxFeed
 from journeymap.orchestration.worker import OutboxWorker
-from journeymap.server.testing import BACKENDS, database_for_test, free_port
-from journeymap.storage.db import OperationalDB, campaign_outbox, inbox
+from journeymap.server.testing import free_port
+from journeymap.storage.db import campaign_outbox, inbox
 from journeymap.storage.lake import DeltaEventStore
 from worker_project import (
     CAMPAIGN,
@@ -45,20 +45,6 @@ NO_QUIET = PolicySettings(quiet_start=None, quiet_end=None)
 GOAL_CAMPAIGN = CAMPAIGN.replace(
     "reentry: never\n", "reentry: never\ngoal: {event: Order Completed, window: 7d}\n"
 )
-
-
-@pytest.fixture(params=BACKENDS)
-def url(request, tmp_path):
-    url, cleanup = database_for_test(request.param, tmp_path)
-    yield url
-    cleanup()
-
-
-@pytest.fixture
-def db(url):
-    database = OperationalDB(url)
-    yield database
-    database.close()
 
 
 @pytest.fixture
