@@ -112,6 +112,15 @@ def test_event_transitions_by_hand(journey):
     assert [n.node for n in g.nodes][-2:] == [CONVERSION, EXIT]
 
 
+@pytest.mark.parametrize("level", ["event", "phase"])
+def test_transitions_without_times_keep_counts_and_customers(journey, level):
+    full = edges(transitions(journey, level))
+    bare = edges(transitions(journey, level, times=False))
+    assert {k: v[:2] for k, v in bare.items()} == {k: v[:2] for k, v in full.items()}
+    assert all(v[2] is None for v in bare.values())
+    assert any(v[2] is not None for v in full.values())
+
+
 def test_collapsed_transitions_time_from_the_end_of_a_run(journey):
     g = edges(transitions(journey, "event", collapse_repeats=True))
     assert ("view", "view") not in g

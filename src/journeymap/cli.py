@@ -395,14 +395,20 @@ def analyze_dropoffs(
     show_default=True,
 )
 @click.option("--collapse", is_flag=True, help="Merge repeated consecutive values.")
+@click.option(
+    "--times/--no-times",
+    default=True,
+    show_default=True,
+    help="Median time per edge (about half the cost of a large event-level graph).",
+)
 @_fmt_option
 @_out_option
 @click.pass_context
 def analyze_transitions(
-    ctx: click.Context, by: str, collapse: bool, fmt: str, outs: tuple[Path, ...]
+    ctx: click.Context, by: str, collapse: bool, times: bool, fmt: str, outs: tuple[Path, ...]
 ) -> None:
     """Transition graph with (start), (exit) and (conversion) nodes."""
-    result = _jm(ctx).transitions(by=cast(Any, by), collapse_repeats=collapse)
+    result = _jm(ctx).transitions(by=cast(Any, by), collapse_repeats=collapse, times=times)
     _emit(result, fmt, outs)
 
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from journeymap.analytics.engine import connect_duckdb, register_lake
+from journeymap.analytics.engine import connect_duckdb, register_lake, to_arrow
 from journeymap.analytics.funnels import (
     FunnelResult,
     ReachResult,
@@ -379,12 +379,13 @@ class Journeymap:
         )
 
     def transitions(
-        self, *, by: PathLevel = "phase", collapse_repeats: bool = False
+        self, *, by: PathLevel = "phase", collapse_repeats: bool = False, times: bool = True
     ) -> TransitionGraph:
-        """Transition graph with (start), (exit) and (conversion) nodes."""
+        """Transition graph with (start), (exit) and (conversion) nodes; ``times=False``
+        leaves out the median time per edge (about half the cost at the event level)."""
         from journeymap.analytics.paths import transitions
 
-        return transitions(self.journey(), by, collapse_repeats=collapse_repeats)
+        return transitions(self.journey(), by, collapse_repeats=collapse_repeats, times=times)
 
     def top_paths(
         self,
@@ -760,28 +761,24 @@ class Journeymap:
         revenue: dict[tuple[str, Any], Any] = {}
         if self.store.exists():
             ev = self.events()
-            rows = (
+            rows = to_arrow(
                 ev.filter(
                     (ev.source == INTERNAL_SOURCE)
                     & (ev.campaign == campaign_id)
                     & ev.event.isin(list(ENGAGEMENT))
-                )
-                .select("event", "properties")
-                .to_pyarrow()
-                .to_pylist()
-            )
+                ).select("event", "properties")
+            ).to_pylist()
             for r in rows:
                 sid = json.loads(r["properties"] or "{}").get("send_id")
                 if sid:
                     feedback.append((r["event"], str(sid)))
             goal = self.campaign(campaign_id).goal if self._known(campaign_id) else None
             if goal is not None:
-                orders = (
-                    ev.filter((ev.event == goal.event) & ev.revenue.notnull())
-                    .select("customer_id", "ts", "revenue")
-                    .to_pyarrow()
-                    .to_pylist()
-                )
+                orders = to_arrow(
+                    ev.filter((ev.event == goal.event) & ev.revenue.notnull()).select(
+                        "customer_id", "ts", "revenue"
+                    )
+                ).to_pylist()
                 revenue = {(o["customer_id"], o["ts"]): o["revenue"] for o in orders}
         return campaign_report(self.db, campaign_id, feedback=feedback, goal_revenue=revenue)
 
@@ -823,18 +820,17 @@ class Journeymap:
         names |= {c.goal.event for c in flows if c.goal is not None}
         names |= {s.event for c in flows for s in c.steps if isinstance(s, WaitForStep)}
         j = self.journey()
-        end = j.ts.max().to_pyarrow().as_py()
+        end = to_arrow(j.ts.max()).as_py()
         if end is None:
             return simulate(flows, [])
         since = end - dt.timedelta(days=days)
         recent = j.filter(j.ts >= since)
         promoted = ("order_id", "product_id", "category", "revenue", "channel", "campaign")
-        rows = (
-            recent.filter(recent.event.isin(sorted(names)))
-            .select("customer_id", "event", "ts", "event_id", "properties", *promoted)
-            .to_pyarrow()
-            .to_pylist()
-        )
+        rows = to_arrow(
+            recent.filter(recent.event.isin(sorted(names))).select(
+                "customer_id", "event", "ts", "event_id", "properties", *promoted
+            )
+        ).to_pylist()
         events: list[dict[str, Any]] = []
         for r in rows:
             props = json.loads(r["properties"]) if r["properties"] else {}
@@ -848,9 +844,7 @@ class Journeymap:
                 (changes.ts >= since)
                 & (changes.previous.isnull() | (changes.phase != changes.previous))
             )
-            for r in (
-                changes.select("customer_id", "ts", "phase", "event_id").to_pyarrow().to_pylist()
-            ):
+            for r in to_arrow(changes.select("customer_id", "ts", "phase", "event_id")).to_pylist():
                 events.append(
                     {
                         "customer_id": r["customer_id"],

@@ -74,6 +74,7 @@ from journeymap.analytics.attribution_models import (
     to_decimal,
     transitions_from_paths,
 )
+from journeymap.analytics.engine import to_arrow
 from journeymap.analytics.results import TableResult
 from journeymap.errors import InputDataError
 
@@ -247,7 +248,7 @@ def read_paths(
         except AttributionError as exc:
             raise AttributionError(f"{p}: {exc}") from None
     if isinstance(source, ir.Table):
-        source = source.to_pyarrow()
+        source = to_arrow(source)
     if not isinstance(source, pa.Table):
         try:
             source = pa.Table.from_pandas(source, preserve_index=False)
@@ -272,14 +273,16 @@ def attribution_paths(
     ``sep``, ``total_conversions``, ``total_conversion_value``, ``total_null``), sorted by
     path; write it with ``write_paths`` and read it back with ``attribution_from_paths``."""
     names = touch_names(journey, level, touch)
-    rows = paths_expr(
-        journey,
-        names,
-        level=level,
-        lookback_days=lookback_days,
-        collapse_repeats=collapse_repeats,
-        touch=touch,
-    ).to_pyarrow()
+    rows = to_arrow(
+        paths_expr(
+            journey,
+            names,
+            level=level,
+            lookback_days=lookback_days,
+            collapse_repeats=collapse_repeats,
+            touch=touch,
+        )
+    )
     ps = paths_from_codes(rows, names)
     name_arr = np.array(names, dtype=object)
     parts = [
@@ -350,7 +353,7 @@ def attribution(
     names = touch_names(journey, level, touch)
     paths = transitions = decay = totals = None
     if needs_paths:
-        paths = paths_from_codes(paths_expr(journey, names, **scope).to_pyarrow(), names)
+        paths = paths_from_codes(to_arrow(paths_expr(journey, names, **scope)), names)
         totals = JourneyTotals(
             int(paths.conversions.sum()),
             int(paths.value.sum()),
@@ -358,18 +361,18 @@ def attribution(
             paths.n_paths,
         )
     if "markov" in models:
-        rows = transitions_expr(journey, names, order=markov_order, **scope).to_pyarrow()
+        rows = to_arrow(transitions_expr(journey, names, order=markov_order, **scope))
         transitions, chain_totals = transitions_from_arrow(rows, names, markov_order)
         totals = totals or chain_totals
     if "time_decay" in models:
         rows = time_decay_expr(journey, names, half_life_days=half_life_days, **scope)
         decay = {
-            names[r["code"]]: (r["conversions"], r["value"]) for r in rows.to_pyarrow().to_pylist()
+            names[r["code"]]: (r["conversions"], r["value"]) for r in to_arrow(rows).to_pylist()
         }
     if totals is None:
-        rows = transitions_expr(journey, names, order=1, **scope).to_pyarrow()
+        rows = to_arrow(transitions_expr(journey, names, order=1, **scope))
         totals = transitions_from_arrow(rows, names, 1)[1]
-    everything = conversions_expr(journey).to_pyarrow().to_pylist()[0]
+    everything = to_arrow(conversions_expr(journey)).to_pylist()[0]
     return _attribute(
         paths,
         transitions,

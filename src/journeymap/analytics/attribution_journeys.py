@@ -48,6 +48,7 @@ from journeymap.analytics.attribution_models import (
     PathSet,
     Transitions,
 )
+from journeymap.analytics.engine import to_arrow
 from journeymap.errors import JourneymapError
 
 Level = Literal["channel", "touchpoint"]
@@ -81,11 +82,8 @@ def touch_names(journey: ir.Table, level: Level = "channel", touch: Touch = "eve
     """The distinct touch values (channels or touchpoints) of the journey table, sorted: the
     engine works on their index in this list (integer windows are much cheaper)."""
     key = touch_key(journey, level, touch)
-    rows = (
-        journey.filter(key.notnull() & ~journey.is_conversion)
-        .select(touch=key)
-        .distinct()
-        .to_pyarrow()
+    rows = to_arrow(
+        journey.filter(key.notnull() & ~journey.is_conversion).select(touch=key).distinct()
     )
     return sorted(str(v) for v in rows.column("touch").to_pylist())
 

@@ -51,6 +51,7 @@ from journeymap.analytics.break_detection import (
     utc_day,
 )
 from journeymap.analytics.concentration import Concentration, locate, subject_trials
+from journeymap.analytics.engine import to_arrow
 from journeymap.analytics.results import TableResult
 from journeymap.analytics.trials import (
     NONE,
@@ -246,7 +247,7 @@ def find_breaks(
         bounce_events=bounce_events,
         personas=personas if "persona" in segment_by else None,
     )
-    rates = _rates_frame(break_rates_expr(trials, segment_by).to_pyarrow(), segment_by)
+    rates = _rates_frame(to_arrow(break_rates_expr(trials, segment_by)), segment_by)
     settings = {
         "touchpoints": tps,
         "processes": [p.id for p in procs],

@@ -33,6 +33,7 @@ import ibis
 import ibis.expr.types as ir
 import pandas as pd
 
+from journeymap.analytics.engine import to_arrow
 from journeymap.analytics.journey import property_value
 from journeymap.analytics.stats import proportion_excess_test
 from journeymap.analytics.trials import (
@@ -126,10 +127,11 @@ def cell_condition(
 def property_keys(cell: ir.Table) -> list[str]:
     """Low-cardinality scalar property keys of a cell's events, from its first events."""
     sample = (
-        cell.order_by(["ts_us", "customer_id", "step_index"])
-        .limit(PROPERTY_SAMPLE)
-        .select("properties")
-        .to_pyarrow()
+        to_arrow(
+            cell.order_by(["ts_us", "customer_id", "step_index"])
+            .limit(PROPERTY_SAMPLE)
+            .select("properties")
+        )
         .column(0)
         .to_pylist()
     )
@@ -250,7 +252,7 @@ def locate(
     """Constant traits, concentration and affected customers of a break's cell (3 queries)."""
     in_cell = cell_condition(trials, segment, start_day, end_day)
     keys = property_keys(trials.filter(in_cell))
-    cube = cube_expr(trials, in_cell, keys).to_pyarrow().to_pandas()
+    cube = to_arrow(cube_expr(trials, in_cell, keys)).to_pandas()
     dims = [*_dims(trials, ()), *(PROPERTY_PREFIX + k for k in keys)]
     for d in dims:
         cube[d] = cube[d].fillna(NONE).astype(str)
@@ -270,7 +272,7 @@ def locate(
             cond = cond & (property_value(trials.properties, col[len(PROPERTY_PREFIX) :]) == value)
         else:
             cond = cond & (trials[col] == value)
-    ids = trials.filter(cond).select("customer_id").distinct().to_pyarrow().column(0).to_pylist()
+    ids = to_arrow(trials.filter(cond).select("customer_id").distinct()).column(0).to_pylist()
     return Concentration(
         campaign_shares=excess_shares(cube[cube["in_cell"]], "campaign", expected_rate),
         constants=_plain(constants),

@@ -11,9 +11,12 @@ SparkSession you pass in, which affects the rest of your application too.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 import ibis
+import ibis.expr.datatypes as dt
+import ibis.expr.types as ir
 
 from journeymap.errors import EngineError, MissingExtraError
 
@@ -39,6 +42,42 @@ def connect_duckdb(
     # reading back Parquet in written order is cheaper with it on.
     con.raw_sql("SET preserve_insertion_order = true")
     return con
+
+
+def to_arrow(expr: ir.Expr) -> Any:
+    """``expr.to_pyarrow()`` (a ``pa.Table``, or a ``pa.Scalar`` for a scalar expression),
+    without importing pandas on DuckDB.
+
+    Ibis's DuckDB ``to_pyarrow`` imports its pandas converter module for a PyArrow mapper
+    that needs none of it: in a fresh process that import is 0.2 s of every analysis (a
+    4-step funnel on 5M events runs in 0.3 s). Same SQL, same result types."""
+    backend = expr._find_backend()
+    if getattr(backend, "name", "") != "duckdb":
+        return expr.to_pyarrow()
+    table = backend._to_duckdb_relation(expr).to_arrow_table()
+    return expr.__pyarrow_result__(table, data_mapper=_duckdb_arrow_data())
+
+
+@functools.cache
+def _duckdb_arrow_data() -> type:
+    """Ibis's ``DuckDBPyArrowData`` (NULL-typed columns as nulls), from the Arrow mapper."""
+    import pyarrow as pa
+    from ibis.formats.pyarrow import PyArrowData
+
+    class DuckDBArrowData(PyArrowData):  # type: ignore[misc]
+        @classmethod
+        def convert_scalar(cls, scalar: pa.Scalar, dtype: dt.DataType) -> pa.Scalar:
+            if dtype.is_null():
+                return pa.scalar(None)
+            return super().convert_scalar(scalar, dtype)
+
+        @classmethod
+        def convert_column(cls, column: pa.Array, dtype: dt.DataType) -> pa.Array:
+            if dtype.is_null():
+                return pa.nulls(len(column))
+            return super().convert_column(column, dtype)
+
+    return DuckDBArrowData
 
 
 def register_lake(con: Any, store: DeltaEventStore, name: str = EVENTS_TABLE) -> ibis.Table:

@@ -37,6 +37,7 @@ import ibis
 import ibis.expr.types as ir
 from scipy import stats  # type: ignore[import-untyped]
 
+from journeymap.analytics.engine import to_arrow
 from journeymap.analytics.journey import property_value
 from journeymap.analytics.results import TableResult
 from journeymap.model.spec import JourneySpec
@@ -140,7 +141,7 @@ def experience(
     """NPS, CSAT and CES per touchpoint, per phase and overall (see the module docstring)."""
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be between 0 and 1, got {confidence!r}")
-    counts = survey_counts_expr(journey).to_pyarrow().to_pylist()
+    counts = to_arrow(survey_counts_expr(journey)).to_pylist()
     return experience_from_counts(
         counts, spec, confidence=confidence, small_sample_n=small_sample_n, lang=lang
     )

@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 import ibis
 import ibis.expr.types as ir
 
+from journeymap.analytics.engine import to_arrow
 from journeymap.analytics.journey import property_value
 
 HOUR_US = 3_600_000_000
@@ -50,14 +51,9 @@ class FeatureVocabulary:
 def _top(journey: ir.Table, col: str, limit: int, where: ir.BooleanValue | None) -> list[str]:
     t = journey if where is None else journey.filter(where)
     t = t.filter(t[col].notnull())
-    rows = (
-        t.group_by(col)
-        .agg(n=t.count())
-        .order_by([ibis.desc("n"), col])
-        .limit(limit)
-        .to_pyarrow()
-        .to_pylist()
-    )
+    rows = to_arrow(
+        t.group_by(col).agg(n=t.count()).order_by([ibis.desc("n"), col]).limit(limit)
+    ).to_pylist()
     return [str(r[col]) for r in rows]
 
 
@@ -72,7 +68,7 @@ def feature_vocabulary(
 ) -> FeatureVocabulary:
     """The most frequent values of each column (by events; channels by session starts)."""
     span = journey.aggregate(first_us=journey.ts_us.min(), last_us=journey.ts_us.max())
-    row = span.to_pyarrow().to_pylist()[0]
+    row = to_arrow(span).to_pylist()[0]
     if row["first_us"] is None:
         raise ValueError("the journey table is empty: import events first")
     return FeatureVocabulary(

@@ -61,6 +61,7 @@ import ibis.expr.types as ir
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from journeymap.analytics.engine import to_arrow
 from journeymap.analytics.results import TableResult
 from journeymap.errors import JourneymapError
 
@@ -618,18 +619,20 @@ def funnel(
     personas: ir.Table | None = None,
 ) -> FunnelResult:
     """Run the funnel and return a typed result (see the module docstring for semantics)."""
-    table = funnel_expr(
-        journey,
-        steps,
-        level=level,
-        skips=skips,
-        window_seconds=window_seconds,
-        order=order,
-        exclude=exclude,
-        per=per,
-        breakdown=breakdown,
-        personas=personas,
-    ).to_pyarrow()
+    table = to_arrow(
+        funnel_expr(
+            journey,
+            steps,
+            level=level,
+            skips=skips,
+            window_seconds=window_seconds,
+            order=order,
+            exclude=exclude,
+            per=per,
+            breakdown=breakdown,
+            personas=personas,
+        )
+    )
     rows = table.to_pylist()
     if breakdown is None:
         total = rows[0]
@@ -793,17 +796,19 @@ def funnel_dropoffs(
     and the ``top`` next events and touchpoints after their previous step (incl. "(exit)").
 
     The units are exactly those counted in ``FunnelStep.dropped`` of the same funnel."""
-    table = funnel_dropoffs_expr(
-        journey,
-        steps,
-        at_step,
-        level=level,
-        skips=skips,
-        window_seconds=window_seconds,
-        order=order,
-        exclude=exclude,
-        per=per,
-    ).to_pyarrow()
+    table = to_arrow(
+        funnel_dropoffs_expr(
+            journey,
+            steps,
+            at_step,
+            level=level,
+            skips=skips,
+            window_seconds=window_seconds,
+            order=order,
+            exclude=exclude,
+            per=per,
+        )
+    )
     table = table.sort_by([(c, "ascending") for c in _unit_keys(per)])
     micros = pc.cast(table["seconds_to_next"], pa.float64())  # microseconds so far
     table = table.set_column(
@@ -883,8 +888,8 @@ def touchpoint_reach(
     touchpoints: Sequence[tuple[str, str, str, str | None]],
 ) -> ReachResult:
     """Reach per touchpoint, in spec order; ``touchpoints`` is (id, label, phase, channel)."""
-    total = int(journey.customer_id.nunique().to_pyarrow().as_py() or 0)
-    rows = {r["touchpoint"]: r for r in reach_expr(journey).to_pyarrow().to_pylist()}
+    total = int(to_arrow(journey.customer_id.nunique()).as_py() or 0)
+    rows = {r["touchpoint"]: r for r in to_arrow(reach_expr(journey)).to_pylist()}
     out = []
     for tp_id, label, phase, channel in touchpoints:
         r = rows.get(tp_id, {})

@@ -48,6 +48,7 @@ from journeymap.analytics.clustering import (
     feature_matrix,
     scale,
 )
+from journeymap.analytics.engine import to_arrow
 from journeymap.analytics.features import (
     FeatureVocabulary,
     customer_features_expr,
@@ -187,7 +188,7 @@ def customer_features(
 ) -> tuple[pd.DataFrame, FeatureVocabulary]:
     """The per-customer aggregate (sorted by ``customer_id``) and its vocabulary."""
     vocab = feature_vocabulary(journey, spec.phase_ids())
-    table = customer_features_expr(journey, vocab, timezone=timezone).to_pyarrow()
+    table = to_arrow(customer_features_expr(journey, vocab, timezone=timezone))
     df = table.to_pandas()
     revenue = table.column("revenue").cast(pa.float64()).to_numpy(zero_copy_only=False)
     df["revenue_cents"] = np.rint(np.nan_to_num(revenue) * 100).astype(np.int64)

@@ -48,6 +48,7 @@ import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
 
+from journeymap.analytics.engine import to_arrow
 from journeymap.analytics.results import TableResult
 from journeymap.errors import JourneymapError
 
@@ -94,7 +95,7 @@ def _as_of_us(journey: ir.Table, as_of: dt.datetime | None) -> int:
             raise RetentionError(f"as_of must be timezone-aware (UTC), got {as_of!r}")
         delta = as_of.astimezone(dt.UTC) - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
         return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    latest = journey.ts_us.max().to_pyarrow().as_py()
+    latest = to_arrow(journey.ts_us.max()).as_py()
     if latest is None:
         raise RetentionError("the journey table is empty; import events first")
     return int(latest)
@@ -235,7 +236,7 @@ def retention(
     if breakdown is not None and segments is not None:
         raise RetentionError("give either a breakdown column or a segments table, not both")
     seg = _segments_table(segments) if segments is not None else None
-    rows = (
+    rows = to_arrow(
         retention_expr(
             journey,
             period=period,
@@ -244,9 +245,7 @@ def retention(
             breakdown=breakdown,
             segments=seg,
         )
-        .to_pyarrow()
-        .to_pylist()
-    )
+    ).to_pylist()
     last_us = _as_of_us(journey, as_of)
     last = _period_of_us(last_us, period)
     sizes: dict[tuple[str | None, int], int] = {}
@@ -350,7 +349,7 @@ def repeat_purchase(journey: ir.Table, *, within_days: int | None = None) -> Rep
     ``within_days`` also the share whose second purchase came within that many days."""
     if within_days is not None and within_days < 0:
         raise RetentionError(f"within_days must be >= 0, got {within_days!r}")
-    row = repeat_purchase_expr(journey, within_days=within_days).to_pyarrow().to_pylist()[0]
+    row = to_arrow(repeat_purchase_expr(journey, within_days=within_days)).to_pylist()[0]
     buyers = int(row["buyers"] or 0)
     repeat = int(row["repeat_buyers"] or 0)
     within = int(row["repeat_within"] or 0) if within_days is not None else None
@@ -450,7 +449,7 @@ def rfm(
     """RFM scores and segments of every buyer (see the module docstring); ``segments`` maps
     (r, f, m) to a segment name instead of the RF grid."""
     as_of_us = _as_of_us(journey, as_of)
-    table = rfm_expr(journey, as_of_us=as_of_us).to_pyarrow().sort_by("customer_id")
+    table = to_arrow(rfm_expr(journey, as_of_us=as_of_us)).sort_by("customer_id")
     rs, fs, ms = (table.column(c).to_pylist() for c in ("r", "f", "m"))
     name = segments or (lambda r, f, m: rf_segment(r, f))
     seg = [name(int(r), int(f), int(m)) for r, f, m in zip(rs, fs, ms, strict=True)]
@@ -540,10 +539,10 @@ def lapsed(
     as_of_us = _as_of_us(journey, as_of)
     c = cadence_expr(journey, as_of_us=as_of_us)
     c = c.filter(c.purchases >= min_purchases)
-    eligible = int(c.count().to_pyarrow().as_py() or 0)
+    eligible = int(to_arrow(c.count()).as_py() or 0)
     since = ibis.literal(as_of_us, "int64") - c.last_us
     overdue = c.filter(since.cast("float64") > c.median_gap_us.cast("float64") * k)
-    rows = overdue.to_pyarrow().to_pylist()
+    rows = to_arrow(overdue).to_pylist()
     out = []
     for r in rows:
         gap = float(r["median_gap_us"])
