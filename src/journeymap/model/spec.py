@@ -351,6 +351,21 @@ class _Located:
         return self.lines.get(())
 
 
+#: libyaml's safe loader when PyYAML has it (the wheels do): 10x faster, same nodes and marks
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _python_yaml_error(text: str) -> yaml.YAMLError:
+    """The pure-Python parser's error for text libyaml rejected: its messages name what it
+    expected ("expected <block end>, but found ...") where libyaml's are terser."""
+    try:
+        yaml.compose(text, Loader=yaml.SafeLoader)
+        yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        return exc
+    return yaml.YAMLError("not valid YAML")
+
+
 def _field_path(loc: Sequence[str | int]) -> str:
     out = ""
     for part in loc:
@@ -370,9 +385,10 @@ def read_located(
     Raises ``error`` for text that is not YAML (with the line) or not a mapping.
     """
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+        root = yaml.compose(text, Loader=_LOADER)
+        data = yaml.load(text, Loader=_LOADER)  # a safe loader
+    except yaml.YAMLError:
+        exc = _python_yaml_error(text)
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         reason = getattr(exc, "problem", None) or str(exc)
