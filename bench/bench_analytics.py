@@ -39,10 +39,13 @@ children) and the input files in the page cache.
 **Operations** (same semantics on every side; results are cross-checked and printed):
 
 * ``dfg``: event-level directly-follows graph, every (event, next event) pair per customer.
-  journeymap: ``paths.transitions(journey, "event", until="end")``, which also computes the
-  distinct customers and the median time per edge and the (start)/(exit) edges; the counts of
-  the real edges must equal pm4py's ``discover_dfg`` and retentioneering's
+  journeymap: ``paths.transitions(journey, "event", until="end", times=False)``, which also
+  counts the distinct customers per edge and the (start)/(exit) edges; the counts of the real
+  edges must equal pm4py's ``discover_dfg`` and retentioneering's
   ``transition_graph_data(edge_weight="count")`` (without its path_start/path_end).
+* ``dfg_times``: the same graph with the median time per edge: journeymap ``times=True`` (and
+  the counts and customers), retentioneering ``edge_weight="time_median"``, pm4py
+  ``discover_performance_dfg(perf_aggregation_key="median")``; the medians must agree.
 * ``funnel4`` / ``funnel12`` / ``funnel12x3``: ordered event funnel, anything in between, no
   window, per customer (``funnel12x3``: the 4 steps three times over, i.e. 12 steps matching
   the same events, which isolates what the number of steps costs). journeymap
@@ -55,7 +58,8 @@ children) and the input files in the page cache.
   until="end")`` (nodes and flows); retentioneering ``step_matrix_data(max_steps=10)`` (the
   same data as ``step_sankey_data``). pm4py has no step matrix.
 * ``markov``: first-order Markov removal effects on ``paths.csv``: journeymap
-  ``attribution_from_paths(..., models=["markov"])`` (exact linear solve) against
+  ``attribution_from_paths(..., models=["markov"])`` (exact linear solve; the process imports
+  ``journeymap.analytics.attribution`` only, as a path file needs no project) against
   ChannelAttribution ``markov_model`` (Monte-Carlo simulation). journeymap's effects are
   checked against an independent dense solve of the absorbing chain in this script.
   ``markov_events`` is journeymap from the journey table (paths built in the engine), which no
@@ -105,11 +109,12 @@ FUNNEL12 = [
 #: twelve steps over the same four events: what the number of steps alone costs
 FUNNEL12X3 = FUNNEL4 * 3
 STEPS = 10
-OPS = ("dfg", "funnel4", "funnel12", "funnel12x3", "stepmatrix", "markov")
+OPS = ("dfg", "dfg_times", "funnel4", "funnel12", "funnel12x3", "stepmatrix", "markov")
 FUNNELS = {"funnel4": FUNNEL4, "funnel12": FUNNEL12, "funnel12x3": FUNNEL12X3}
 #: which tools run an operation (journeymap first: the ratios are against it)
 TOOLS = {
     "dfg": ("journeymap", "retentioneering", "pm4py"),
+    "dfg_times": ("journeymap", "retentioneering", "pm4py"),
     "funnel4": ("journeymap", "retentioneering", "pm4py"),
     "funnel12": ("journeymap", "retentioneering", "pm4py"),
     "funnel12x3": ("journeymap", "retentioneering"),
@@ -134,7 +139,8 @@ ANALYSES = (
     "retention",
 )
 LABELS = {
-    "dfg": "transition graph / DFG (event level)",
+    "dfg": "transition graph / DFG (event level): counts",
+    "dfg_times": "transition graph / DFG (event level): median time per edge",
     "funnel4": "funnel, 4 steps",
     "funnel12": "funnel, 12 steps",
     "funnel12x3": "funnel, 12 steps = the 4 steps 3 times",
@@ -162,8 +168,23 @@ def _edges_out(pairs: dict[tuple[str, str], int]) -> dict[str, Any]:
     }
 
 
+def _medians_out(medians: dict[tuple[str, str], float | None]) -> dict[str, float | None]:
+    return {f"{a}\x1f{b}": v for (a, b), v in sorted(medians.items())}
+
+
 def worker_journeymap(op: str, data: Path, project: Path, memory_limit: str) -> dict[str, Any]:
     t0 = time.perf_counter()
+    if op == "markov":  # a path file needs no project: the attribution module alone
+        from journeymap.analytics.attribution import attribution_from_paths
+
+        t1 = time.perf_counter()
+        r = attribution_from_paths(data / "paths.csv", models=["markov"])
+        t3 = time.perf_counter()
+        result = {
+            "p_conversion": r.conversion_probability,
+            "removal_effects": {e.channel: e.removal_effect for e in r.removal_effects},
+        }
+        return {"phases": {"import": t1 - t0, "load": 0.0, "op": t3 - t1}, "result": result}
     from journeymap import Journeymap
 
     settings = {"memory_limit": memory_limit} if memory_limit else {}
@@ -173,18 +194,15 @@ def worker_journeymap(op: str, data: Path, project: Path, memory_limit: str) -> 
     journey = jm.journey() if op not in ("markov", "build") else None
     t2 = time.perf_counter()
     result: dict[str, Any] = {}
-    if op == "dfg":
+    if op in ("dfg", "dfg_times"):
         from journeymap.analytics.paths import END_NODES, START, transitions
 
-        g = transitions(journey, "event", until="end")
-        result = _edges_out(
-            {
-                (e.source, e.target): e.count
-                for e in g.edges
-                if e.source != START and e.target not in END_NODES
-            }
-        )
+        g = transitions(journey, "event", until="end", times=op == "dfg_times")
+        real = [e for e in g.edges if e.source != START and e.target not in END_NODES]
+        result = _edges_out({(e.source, e.target): e.count for e in real})
         result["graph_edges"] = len(g.edges)
+        if op == "dfg_times":
+            result["medians"] = _medians_out({(e.source, e.target): e.median_seconds for e in real})
     elif op in FUNNELS:
         f = jm.funnel(FUNNELS[op], by="event", skips=False)
         result = {"steps": [s.customers for s in f.steps]}
@@ -202,13 +220,8 @@ def worker_journeymap(op: str, data: Path, project: Path, memory_limit: str) -> 
             },
             "flows": len(s.flows),
         }
-    elif op in ("markov", "markov_events"):
-        from journeymap.analytics.attribution import attribution_from_paths
-
-        if op == "markov":
-            r = attribution_from_paths(data / "paths.csv", models=["markov"])
-        else:
-            r = jm.attribution(models=["markov"], collapse_repeats=True)
+    elif op == "markov_events":
+        r = jm.attribution(models=["markov"], collapse_repeats=True)
         result = {
             "p_conversion": r.conversion_probability,
             "removal_effects": {e.channel: e.removal_effect for e in r.removal_effects},
@@ -268,6 +281,15 @@ def worker_retentioneering(op: str, data: Path) -> dict[str, Any]:
             if m.loc[a, b] and a not in synthetic and b not in synthetic
         }
         result = _edges_out(pairs)
+    elif op == "dfg_times":
+        m = es.transition_graph_data(edge_weight="time_median")
+        medians = {
+            (str(a), str(b)): m.loc[a, b].total_seconds()
+            for a in m.index
+            for b in m.columns
+            if not pd.isna(m.loc[a, b]) and a not in synthetic and b not in synthetic
+        }
+        result = {"medians": _medians_out(medians)}
     elif op in FUNNELS:
         f = es.funnel_data(FUNNELS[op])
         result = {"steps": [int(s["unique_paths"]) for s in f["steps"]]}
@@ -301,6 +323,11 @@ def worker_pm4py(op: str, data: Path) -> dict[str, Any]:
     if op == "dfg":
         dfg, _, _ = pm4py.discover_dfg(df)
         result = _edges_out({(str(a), str(b)): int(n) for (a, b), n in dfg.items()})
+    elif op == "dfg_times":
+        perf, _, _ = pm4py.discover_performance_dfg(df, perf_aggregation_key="median")
+        result = {
+            "medians": _medians_out({(str(a), str(b)): float(v) for (a, b), v in perf.items()})
+        }
     elif op in FUNNELS:
         from pm4py.algo.filtering.pandas.ltl import ltl_checker
 
@@ -596,6 +623,14 @@ def _compare(op: str, jm: dict[str, Any], peer: dict[str, Any]) -> str:
         return (
             f"{jm['pairs']} / {peer['pairs']} event pairs, {jm['transitions']:,} / "
             f"{peer['transitions']:,} transitions, every edge count equal: {same}"
+        )
+    if op == "dfg_times":
+        a, b = jm["medians"], peer["medians"]
+        both = set(a) & set(b)
+        diff = max((abs((a[k] or 0.0) - (b[k] or 0.0)) for k in both), default=0.0)
+        return (
+            f"{len(a)} / {len(b)} edges with a median time, {len(both)} in both, max "
+            f"difference {diff:.1e} s"
         )
     if op.startswith("funnel"):
         return f"{jm['steps']} / {peer['steps']}, equal: {jm['steps'] == peer['steps']}"

@@ -570,6 +570,28 @@ def test_paths_from_pandas_and_empty_paths():
     assert credits(r, "last")["b"] == (3.0, Decimal("3.50"))
 
 
+def test_path_file_and_arrow_table_read_the_same(tmp_path):
+    # the file reader parses text in Python, tables go through Arrow: same PathSet
+    rows = [
+        (" b >  a > > c ", "2", "1.50", "1"),
+        ("", "1", "0.999", "0"),
+        ("c>a", "0", "", "4"),
+        ("a > a > b", "3", "12", ""),
+    ]
+    f = tmp_path / "paths.csv"
+    f.write_text("path;total_conversions;total_conversion_value;total_null\n"
+                 + "".join(";".join(r) + "\n" for r in rows))  # fmt: skip
+    cols = zip(*rows, strict=True)
+    names = ["path", "total_conversions", "total_conversion_value", "total_null"]
+    table = pa.table(dict(zip(names, (list(c) for c in cols), strict=True)))
+    a, b = read_paths(f), read_paths(table)
+    assert a.channels == b.channels == ("a", "b", "c")  # "c>a" splits too
+    for name in ("offsets", "codes", "conversions", "value", "nulls"):
+        assert getattr(a, name).tolist() == getattr(b, name).tolist(), name
+    assert a.value_scale == b.value_scale == 3
+    assert a.value.tolist() == [1500, 999, 0, 12000]
+
+
 def test_path_input_errors(tmp_path):
     with pytest.raises(AttributionError, match="time_decay needs the time of each touch"):
         attribution_from_paths(pa.table({"path": ["a"], "total_conversions": [1]}),

@@ -37,9 +37,8 @@ from dataclasses import asdict, dataclass, field
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-import ibis.expr.types as ir
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -77,6 +76,9 @@ from journeymap.analytics.attribution_models import (
 from journeymap.analytics.engine import to_arrow
 from journeymap.analytics.results import TableResult
 from journeymap.errors import InputDataError
+
+if TYPE_CHECKING:
+    import ibis.expr.types as ir
 
 Model = Literal["first", "last", "linear", "time_decay", "position_based", "markov", "shapley"]
 MarkovAllocation = Literal["global", "per_journey"]
@@ -163,25 +165,11 @@ def paths_from_arrow(
     Path tokens are trimmed; empty tokens are dropped. Conversions and nulls must be whole
     numbers; values are read exactly as decimals.
     """
-    missing = [c for c in ("path", "total_conversions") if c not in table.column_names]
-    if missing:
-        raise AttributionError(
-            f"the path table lacks {', '.join(missing)}; it has "
-            f"{', '.join(table.column_names) or 'no columns'}; expected "
-            f"{';'.join(PATH_COLUMNS)} (value and null optional)"
-        )
-    n = table.num_rows
-    conversions = _whole(table.column("total_conversions"), "total_conversions")
-    nulls = (
-        _whole(table.column("total_null"), "total_null")
-        if "total_null" in table.column_names
-        else np.zeros(n, np.int64)
-    )
-    if "total_conversion_value" in table.column_names:
-        value, scale = decimal_units(table.column("total_conversion_value"), value_scale)
-    else:
-        value, scale = np.zeros(n, np.int64), 2 if value_scale is None else value_scale
-    paths = pc.fill_null(table.column("path").cast(pa.string()), "")
+    names = table.column_names
+    numbers = _path_numbers(names, table.num_rows, table.column, value_scale)
+    paths = table.column("path").cast(pa.string())
+    if paths.null_count:  # (pa.scalar, behind fill_null, imports pandas: only when needed)
+        paths = pc.fill_null(paths, "")
     lists = pc.split_pattern(paths, pattern=sep.strip() or sep).combine_chunks()
     tokens = pc.utf8_trim_whitespace(pc.list_flatten(lists))
     parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -193,13 +181,63 @@ def paths_from_arrow(
     code_arr = codes.to_numpy(zero_copy_only=False).astype(np.int64)
     # tokens of one path are contiguous and in order: sort by path index (stable) for safety
     order = np.argsort(parents, kind="stable")
-    lengths = np.bincount(parents, minlength=n).astype(np.int64)
+    lengths = np.bincount(parents, minlength=table.num_rows).astype(np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    return PathSet(tuple(channels), offsets, code_arr[order], conversions, value, nulls, scale)
+    return PathSet(tuple(channels), offsets, code_arr[order], *numbers)
 
 
-def _whole(col: pa.ChunkedArray | pa.Array, name: str) -> np.ndarray[Any, np.dtype[np.int64]]:
-    values = col.to_pylist()
+def paths_from_text(
+    columns: dict[str, list[str]], *, sep: str = PATH_SEPARATOR, value_scale: int | None = None
+) -> PathSet:
+    """``paths_from_arrow`` for text columns (a parsed path file), in plain Python: a path
+    file of 25k paths reads in a few ms, and without Arrow's conversions, which import pandas
+    (0.2 s, more than the Markov model itself)."""
+    n = len(next(iter(columns.values()), []))
+    numbers = _path_numbers(list(columns), n, columns.__getitem__, value_scale)
+    token_sep = sep.strip() or sep
+    split = [
+        [t for t in (tok.strip() for tok in (path or "").split(token_sep)) if t]
+        for path in columns["path"]
+    ]
+    channels = sorted({t for tokens in split for t in tokens})
+    code_of = {c: i for i, c in enumerate(channels)}
+    codes = np.fromiter((code_of[t] for tokens in split for t in tokens), np.int64)
+    lengths = np.fromiter((len(tokens) for tokens in split), np.int64, count=n)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return PathSet(tuple(channels), offsets, codes, *numbers)
+
+
+def _path_numbers(
+    names: Sequence[str], n: int, column: Any, value_scale: int | None
+) -> tuple[
+    np.ndarray[Any, np.dtype[np.int64]],
+    np.ndarray[Any, np.dtype[np.int64]],
+    np.ndarray[Any, np.dtype[np.int64]],
+    int,
+]:
+    """Conversions, value units, nulls and the value scale of a path table's columns."""
+    missing = [c for c in ("path", "total_conversions") if c not in names]
+    if missing:
+        raise AttributionError(
+            f"the path table lacks {', '.join(missing)}; it has "
+            f"{', '.join(names) or 'no columns'}; expected "
+            f"{';'.join(PATH_COLUMNS)} (value and null optional)"
+        )
+    conversions = _whole(column("total_conversions"), "total_conversions")
+    nulls = (
+        _whole(column("total_null"), "total_null")
+        if "total_null" in names
+        else np.zeros(n, np.int64)
+    )
+    if "total_conversion_value" in names:
+        value, scale = decimal_units(column("total_conversion_value"), value_scale)
+    else:
+        value, scale = np.zeros(n, np.int64), 2 if value_scale is None else value_scale
+    return conversions, value, nulls, scale
+
+
+def _whole(col: Any, name: str) -> np.ndarray[Any, np.dtype[np.int64]]:
+    values = col.to_pylist() if hasattr(col, "to_pylist") else col
     out = np.zeros(len(values), np.int64)
     for i, v in enumerate(values):
         if v is None or v == "":
@@ -242,12 +280,12 @@ def read_paths(
                 f"{p}: line {bad[0]} has a different number of fields than the header "
                 f"{delimiter.join(header)}; is the delimiter {delimiter!r} right?"
             )
-        table = pa.table({h: [r[j] for r in body] for j, h in enumerate(header)})
+        columns = {h: [r[j] for r in body] for j, h in enumerate(header)}
         try:
-            return paths_from_arrow(table, sep=sep)
+            return paths_from_text(columns, sep=sep)
         except AttributionError as exc:
             raise AttributionError(f"{p}: {exc}") from None
-    if isinstance(source, ir.Table):
+    if type(source).__module__.startswith("ibis."):  # an Ibis table
         source = to_arrow(source)
     if not isinstance(source, pa.Table):
         try:

@@ -33,10 +33,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-import ibis
-import ibis.expr.types as ir
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -50,6 +48,9 @@ from journeymap.analytics.attribution_models import (
 )
 from journeymap.analytics.engine import to_arrow
 from journeymap.errors import JourneymapError
+
+if TYPE_CHECKING:
+    import ibis.expr.types as ir
 
 Level = Literal["channel", "touchpoint"]
 #: what one touch is: every event with a value, or the entry event of each session
@@ -69,6 +70,8 @@ def touch_key(journey: ir.Table, level: Level, touch: Touch = "event") -> ir.Str
     """The touch value of each event: its ``level`` column; with ``touch="session"`` only on
     the event that opened its session (the session's entry channel or touchpoint; a session
     whose first event has none has no touch)."""
+    import ibis
+
     check_level(level)
     if touch == "event":
         return journey[level]
@@ -115,6 +118,8 @@ def journey_rows_expr(
     ``prev`` / ``next`` stay those of the raw sequence (callers that need the neighbours of
     the collapsed sequence number it again).
     """
+    import ibis
+
     key = touch_key(journey, level, touch)
     t = journey.filter(journey.is_conversion | key.notnull()).select(
         "customer_id",
@@ -210,6 +215,8 @@ def paths_expr(
     """Aggregated paths: ``path`` (an array of the touches' codes in ``names``),
     ``total_conversions``, ``total_conversion_value`` (DECIMAL), ``total_null``. Journeys
     without touches have no path and are not in it (see ``attribution_paths`` for names)."""
+    import ibis
+
     r = journey_rows_expr(
         journey,
         names,
@@ -259,6 +266,8 @@ def transitions_expr(
     are the journeys starting in that state. One more row, with ``is_conversion`` true and
     NULL states, counts the attributed conversions (journeys with a touch) in ``n`` and sums
     their value in ``value``."""
+    import ibis
+
     check_order(order)
     scope: dict[str, Any] = {"level": level, "lookback_days": lookback_days, "touch": touch}
     no_int = ibis.null("int64")
@@ -315,6 +324,8 @@ def time_decay_expr(
 
     A touch's weight is 0.5 ** (age / half-life), age = conversion time - touch time; each
     journey's weights are normalised to 1 and multiplied by its conversion (and value)."""
+    import ibis
+
     if not half_life_days > 0:
         raise AttributionError(f"half_life_days must be > 0, got {half_life_days!r}")
     r = journey_rows_expr(
@@ -357,11 +368,12 @@ def conversions_expr(journey: ir.Table) -> ir.Table:
 
 
 def decimal_units(
-    col: pa.ChunkedArray | pa.Array, scale: int | None
+    col: pa.ChunkedArray | pa.Array | Sequence[Any], scale: int | None
 ) -> tuple[np.ndarray[Any, np.dtype[np.int64]], int]:
     """Values as integers in units of 10**-scale (scale: the most decimals seen, >= 2)."""
     raw: list[Decimal] = []
-    for i, v in enumerate(col.to_pylist()):
+    values = col.to_pylist() if isinstance(col, (pa.ChunkedArray, pa.Array)) else col
+    for i, v in enumerate(values):
         if v is None or v == "":
             raw.append(Decimal(0))
             continue

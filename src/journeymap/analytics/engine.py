@@ -14,13 +14,12 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any
 
-import ibis
-import ibis.expr.datatypes as dt
-import ibis.expr.types as ir
-
 from journeymap.errors import EngineError, MissingExtraError
 
 if TYPE_CHECKING:
+    import ibis
+    import ibis.expr.datatypes as dt
+    import ibis.expr.types as ir
     from ibis.backends.duckdb import Backend as DuckDBBackend
 
     from journeymap.storage.lake import DeltaEventStore
@@ -32,6 +31,8 @@ def connect_duckdb(
     path: str = ":memory:", *, threads: int = 0, memory_limit: str = ""
 ) -> DuckDBBackend:
     """An Ibis DuckDB connection (in memory by default)."""
+    import ibis
+
     config: dict[str, Any] = {}
     if threads:
         config["threads"] = threads
@@ -103,6 +104,8 @@ def connect_pyspark(session: Any = None) -> Any:
         from pyspark.sql import SparkSession
     except ImportError:
         raise MissingExtraError("pyspark", "spark", "The PySpark engine") from None
+    import ibis
+
     if session is None:
         session = (
             SparkSession.builder.master("local[2]")
