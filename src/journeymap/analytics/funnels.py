@@ -393,16 +393,13 @@ def _loose_units(
     # where the greedy walk can start: any step (skips) or step 1
     starts = values if skips else [steps[0]]
     last_use = {v: max(i for i, x in enumerate(steps) if x == v) for v in values}
+    ev = _Events.of(journey)
     # A value used as step 1 only is read once, as its first event: a min instead of an array
     # (step 1 is often the most frequent value: 5M events, product view first, 4 steps: the
     # arrays held 1.8M events, now 0.3M).
     aggs: dict[str, ir.Value] = {}
     for v in values:
-        if last_use[v] == 0:
-            aggs[f"{arr[v]}_s"] = s.step_index.min(where=s.key == v)
-            aggs[f"{arr[v]}_t"] = s.ts_us.argmin(s.step_index, where=s.key == v)
-        else:
-            aggs[arr[v]] = ibis.struct({"s": s.step_index, "t": s.ts_us}).collect(where=s.key == v)
+        aggs.update(ev.aggregate(s, arr[v], s.key == v, first_only=last_use[v] == 0))
     aggs["n_start"] = s.count(where=s.key.isin(starts))
     if exclude:
         aggs["x"] = s.step_index.collect(where=s.key.isin(list(exclude)))
@@ -420,41 +417,51 @@ def _loose_units(
     no_int = ibis.null("int64")
     a0 = arr[steps[0]]
     first_only = last_use[steps[0]] == 0
-    m0 = ibis.struct({"s": st[f"{a0}_s"], "t": st[f"{a0}_t"]}) if first_only else st[a0].mins()
-    st = st.mutate(p=ibis.literal(0, "int64"), anchor_us=no_int, m=m0)
-    st = st.drop("n_start", *([f"{a0}_s", f"{a0}_t"] if first_only else []))
+    m0, used = ev.first(st, a0, first_only=first_only)
+    q0 = {"q": ibis.literal(-1, "int64")} if ev.packed else {}  # before every event
+    st = st.mutate(p=ibis.literal(0, "int64"), **q0, anchor_us=no_int, m=m0)
+    st = st.drop("n_start", *used)
     window_us = None if window_seconds is None else window_seconds * _US
-    # One stage (CTE) per step: from the previous position ``p`` and the step's candidate
-    # ``m`` (the earliest step event after ``p``) it decides the step and finds the next
-    # step's candidate. Every value is a column of the stage below, so no expression is
-    # inlined twice. (Carrying ``seq_k``/``ts_k`` as plain columns is cheaper to run than
-    # appending them to one array column, and the stages compile in linear time.)
+    # One stage (CTE) per step: from the previous position ``p`` (``q``: the same event as
+    # the arrays hold it) and the step's candidate ``m`` (the earliest step event after it)
+    # it decides the step and finds the next step's candidate. Every value is a column of the
+    # stage below, so no expression is inlined twice. (Carrying ``seq_k``/``ts_k`` as plain
+    # columns is cheaper to run than appending them to one array column, and the stages
+    # compile in linear time.)
     for k in range(1, len(steps) + 1):
         st = _stage(st, "funnel")
-        m = st.m
-        ok = m.s.notnull()
+        m_s, m_t = ev.position(st.m), ev.time(st.m)
+        ok = m_s.notnull()
         if window_us is not None:
-            ok = ok & (st.anchor_us.isnull() | (m.t <= st.anchor_us + window_us))
+            ok = ok & (st.anchor_us.isnull() | (m_t <= st.anchor_us + window_us))
         excluded: ir.BooleanValue = ibis.literal(False)
         if exclude and k > 1:
             # the first exclusion event after the previous step comes before this step
             first_x = st.x.filter(_greater_than(st.p)).mins()
-            excluded = (ok & (st.p > 0) & (first_x < m.s)).fill_null(False)
+            excluded = (ok & (st.p > 0) & (first_x < m_s)).fill_null(False)
         hit = ok & ~excluded
+        dead = ibis.literal(_DEAD, "int64")
         if skips:
-            p_next = ibis.cases((excluded, _DEAD), (hit, m.s), else_=st.p)
+            p_next = ibis.cases((excluded, dead), (hit, m_s), else_=st.p)
         else:
-            p_next = ibis.ifelse(hit, m.s, ibis.literal(_DEAD, "int64"))
+            p_next = ibis.ifelse(hit, m_s, dead)
         p_next = p_next.cast("int64")
         cols: dict[str, ir.Value] = {
-            f"seq_{k}": ibis.ifelse(hit, m.s, no_int),
-            f"ts_{k}": ibis.ifelse(hit, m.t, no_int),
+            f"seq_{k}": ibis.ifelse(hit, m_s, no_int),
+            f"ts_{k}": ibis.ifelse(hit, m_t, no_int),
             "p": p_next,
-            "anchor_us": ibis.coalesce(st.anchor_us, ibis.ifelse(hit, m.t, no_int)),
+            "anchor_us": ibis.coalesce(st.anchor_us, ibis.ifelse(hit, m_t, no_int)),
         }
+        q_next = None
+        if ev.packed:  # the same position as the arrays hold it (_DEAD is above them all)
+            if skips:
+                q_next = ibis.cases((excluded, dead), (hit, st.m), else_=st.q)
+            else:
+                q_next = ibis.ifelse(hit, st.m, dead)
+            cols["q"] = q_next.cast("int64")
         done = [arr[v] for v in values if last_use[v] == k - 1 and k > 1]
         if k < len(steps) and not exclude:
-            cols["m"] = st[arr[steps[k]]].filter(_after(p_next)).mins()
+            cols["m"] = ev.earliest_after(st[arr[steps[k]]], p_next, q_next)
             st = st.mutate(**cols).drop(*done)
         else:
             st = st.mutate(**cols).drop("m", *done)
@@ -462,14 +469,92 @@ def _loose_units(
                 # with exclusions ``p_next`` holds a lambda: give it its own stage rather
                 # than nesting it in the next one
                 st = _stage(st, "funnel")
-                st = st.mutate(m=st[arr[steps[k]]].filter(_after(st.p)).mins())
+                q = st.q if ev.packed else None
+                st = st.mutate(m=ev.earliest_after(st[arr[steps[k]]], st.p, q))
     keep = [*unit, *(["breakdown"] if bd is not None else []), "anchor_us"]
     return st.select(*keep, *(c for k in range(1, len(steps) + 1) for c in (f"seq_{k}", f"ts_{k}")))
 
 
-def _after(p: ir.IntegerValue) -> Any:
-    """The predicate "the event comes after position ``p``" for arrays of {s, t} structs."""
-    return lambda x: x.s > p
+@dataclass(frozen=True)
+class _Events:
+    """How the loose funnel holds a unit's step events: as ``{s, t}`` structs (``step_index``,
+    ``ts_us``) or, where the data's range allows, packed into one integer,
+    ``(ts_us - t0) << bits | step_index``.
+
+    Packed arrays are half the aggregation of struct arrays (5M events, 12 steps: 0.18 s
+    instead of 0.38 s) and their filters compare integers. Within a unit the packed values
+    are ordered as the step indexes are (``step_index`` follows ``ts_us``), so the earliest
+    event after a position is the smallest packed value above that event's own packed value.
+    Bit shifts and masks are exact on every engine (an integer division is not on Spark).
+    """
+
+    t0: int | None = None  # None: structs
+    bits: int = 0
+
+    @classmethod
+    def of(cls, journey: ir.Table) -> _Events:
+        """Packed where the journey's time range and step indexes fit (the whole table's
+        bounds: DuckDB answers them from the Parquet statistics, in ms)."""
+        j = journey
+        row = to_arrow(
+            j.aggregate(t0=j.ts_us.min(), t1=j.ts_us.max(), smax=j.step_index.max())
+        ).to_pylist()[0]
+        t0, t1, smax = row["t0"], row["t1"], row["smax"]
+        if t0 is None or t1 is None or smax is None or smax < 0 or t0 < 0:
+            return cls()
+        bits = max(int(smax).bit_length(), 1)
+        if (int(t1) - int(t0) + 1) >= 2 ** (62 - bits):  # keeps clear of _DEAD (2**62)
+            return cls()
+        return cls(int(t0), bits)
+
+    @property
+    def packed(self) -> bool:
+        return self.t0 is not None
+
+    def _value(self, s: ir.Table) -> ir.Value:
+        if self.t0 is None:
+            return ibis.struct({"s": s.step_index, "t": s.ts_us})
+        return ((s.ts_us - self.t0) << self.bits) | s.step_index
+
+    def aggregate(
+        self, s: ir.Table, name: str, where: ir.BooleanValue, *, first_only: bool
+    ) -> dict[str, Any]:
+        """The aggregates that hold the events of ``where`` (a step value) per unit."""
+        if first_only:
+            if self.packed:
+                return {name: self._value(s).min(where=where)}
+            return {
+                f"{name}_s": s.step_index.min(where=where),
+                f"{name}_t": s.ts_us.argmin(s.step_index, where=where),
+            }
+        return {name: self._value(s).collect(where=where)}
+
+    def first(self, st: ir.Table, name: str, *, first_only: bool) -> tuple[ir.Value, list[str]]:
+        """The first candidate ``m`` and the columns it used up."""
+        if not first_only:
+            return st[name].mins(), []
+        if self.packed:
+            return st[name], [name]
+        return ibis.struct({"s": st[f"{name}_s"], "t": st[f"{name}_t"]}), [
+            f"{name}_s",
+            f"{name}_t",
+        ]
+
+    def position(self, m: ir.Value) -> ir.IntegerValue:
+        if self.packed:
+            return m & ((1 << self.bits) - 1)
+        return m.s
+
+    def time(self, m: ir.Value) -> ir.IntegerValue:
+        if self.packed:
+            return (m >> self.bits) + self.t0
+        return m.t
+
+    def earliest_after(self, events: ir.ArrayValue, p: Any, q: Any) -> ir.Value:
+        """The earliest of ``events`` after the event at position ``p`` (packed: ``q``)."""
+        if self.packed:
+            return events.filter(lambda x: x > q).mins()
+        return events.filter(lambda x: x.s > p).mins()
 
 
 def _greater_than(p: ir.IntegerValue) -> Any:
