@@ -168,6 +168,13 @@ def _edges_out(pairs: dict[tuple[str, str], int]) -> dict[str, Any]:
     }
 
 
+def _markov_out(r: Any) -> dict[str, Any]:
+    return {
+        "p_conversion": r.conversion_probability,
+        "removal_effects": {e.channel: e.removal_effect for e in r.removal_effects},
+    }
+
+
 def _medians_out(medians: dict[tuple[str, str], float | None]) -> dict[str, float | None]:
     return {f"{a}\x1f{b}": v for (a, b), v in sorted(medians.items())}
 
@@ -180,10 +187,7 @@ def worker_journeymap(op: str, data: Path, project: Path, memory_limit: str) -> 
         t1 = time.perf_counter()
         r = attribution_from_paths(data / "paths.csv", models=["markov"])
         t3 = time.perf_counter()
-        result = {
-            "p_conversion": r.conversion_probability,
-            "removal_effects": {e.channel: e.removal_effect for e in r.removal_effects},
-        }
+        result = _markov_out(r)
         return {"phases": {"import": t1 - t0, "load": 0.0, "op": t3 - t1}, "result": result}
     from journeymap import Journeymap
 
@@ -221,11 +225,7 @@ def worker_journeymap(op: str, data: Path, project: Path, memory_limit: str) -> 
             "flows": len(s.flows),
         }
     elif op == "markov_events":
-        r = jm.attribution(models=["markov"], collapse_repeats=True)
-        result = {
-            "p_conversion": r.conversion_probability,
-            "removal_effects": {e.channel: e.removal_effect for e in r.removal_effects},
-        }
+        result = _markov_out(jm.attribution(models=["markov"], collapse_repeats=True))
     else:
         result = _journeymap_analysis(jm, op)
     t3 = time.perf_counter()

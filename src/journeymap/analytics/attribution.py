@@ -61,6 +61,7 @@ from journeymap.analytics.attribution_journeys import (
 )
 from journeymap.analytics.attribution_models import (
     Credit,
+    IntArray,
     MarkovSolution,
     PathSet,
     ShapleyValue,
@@ -209,12 +210,7 @@ def paths_from_text(
 
 def _path_numbers(
     names: Sequence[str], n: int, column: Any, value_scale: int | None
-) -> tuple[
-    np.ndarray[Any, np.dtype[np.int64]],
-    np.ndarray[Any, np.dtype[np.int64]],
-    np.ndarray[Any, np.dtype[np.int64]],
-    int,
-]:
+) -> tuple[IntArray, IntArray, IntArray, int]:
     """Conversions, value units, nulls and the value scale of a path table's columns."""
     missing = [c for c in ("path", "total_conversions") if c not in names]
     if missing:

@@ -40,6 +40,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from journeymap.storage.batches import next_batch
+
 log = logging.getLogger(__name__)
 
 Apply = Callable[[Sequence[dict[str, Any]]], None]
@@ -103,20 +105,7 @@ class DecisionJournal:
         return fut
 
     def _write_loop(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            batch = [item]
-            while True:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._queue.put(None)
-                    break
-                batch.append(nxt)
+        while (batch := next_batch(self._queue)) is not None:
             try:
                 self._write_records([r for r, _ in batch])
             except BaseException as exc:  # every waiter must hear about it

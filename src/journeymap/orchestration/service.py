@@ -58,6 +58,7 @@ from journeymap.storage.db import (
     inbox,
     meta,
 )
+from journeymap.storage.inbox import MESSAGE_COLUMNS
 from journeymap.storage.profiles import IdentityOp, ProfileStore
 
 log = logging.getLogger(__name__)
@@ -140,13 +141,7 @@ class InboxFeed:
         cursor = self.cursor()
         with self.db.connect() as conn:
             rows = conn.execute(
-                sa.select(
-                    inbox.c.seq,
-                    inbox.c.source,
-                    inbox.c.message_id,
-                    inbox.c.received_at_us,
-                    inbox.c.payload,
-                )
+                sa.select(*MESSAGE_COLUMNS)
                 .where(inbox.c.seq > cursor)
                 .order_by(inbox.c.seq)
                 .limit(self.batch)

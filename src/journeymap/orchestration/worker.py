@@ -93,7 +93,13 @@ from journeymap.errors import JourneymapError
 from journeymap.orchestration.clock import Clock, SystemClock
 from journeymap.orchestration.engine import CampaignEngine, suppress_in
 from journeymap.orchestration.policies import PolicySettings, backoff
-from journeymap.storage.db import OperationalDB, StoreUnavailableError, campaign_outbox
+from journeymap.storage.batches import next_batch
+from journeymap.storage.db import (
+    OperationalDB,
+    StoreUnavailableError,
+    campaign_outbox,
+    sqlite_setup,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -612,20 +618,7 @@ class CommitLog:
             f"UPDATE campaign_outbox SET sent_at = {mark} WHERE send_id = {mark} "
             f"AND status = 'sending' AND attempts = {mark} AND sent_at IS NULL"
         )
-        while True:
-            first = self._queue.get()
-            if first is None:
-                break
-            items = [first]
-            while True:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._queue.put(None)
-                    break
-                items.append(nxt)
+        while (items := next_batch(self._queue)) is not None:
             dotted = False
             unpreempted = contextlib.ExitStack()
             try:
@@ -737,11 +730,6 @@ def _commit_engine(db: OperationalDB) -> Engine:
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, record: Any) -> None:
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=30000")
-        cur.close()
+        sqlite_setup(dbapi_conn, synchronous="NORMAL")
 
     return engine

@@ -503,6 +503,18 @@ class WriterStats:
     pending_size: int = 0
 
 
+def sqlite_setup(dbapi_conn: Any, *, synchronous: str) -> None:
+    """A new pysqlite connection as journeymap uses it: WAL, ``synchronous`` as given, a 30 s
+    busy timeout, and transactions begun by the caller (pysqlite's own handling would defer
+    BEGIN past the first read)."""
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute(f"PRAGMA synchronous={synchronous}")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
 class OperationalDB:
     """The operational database at ``url`` (a SQLAlchemy URL or string).
 
@@ -540,16 +552,9 @@ class OperationalDB:
 
             @sa.event.listens_for(engine, "connect")
             def _on_connect(dbapi_conn: Any, record: Any) -> None:
-                # Let SQLAlchemy's "begin" event below emit BEGIN (pysqlite's own
-                # transaction handling would defer it past the first read).
-                dbapi_conn.isolation_level = None
-                cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
                 # FULL: the WAL is fsynced at every commit, so an acknowledged batch survives
                 # a power cut, not only a process kill (NORMAL would only survive the latter).
-                cur.execute("PRAGMA synchronous=FULL")
-                cur.execute("PRAGMA busy_timeout=30000")
-                cur.close()
+                sqlite_setup(dbapi_conn, synchronous="FULL")
 
             @sa.event.listens_for(engine, "begin")
             def _on_begin(conn: Connection) -> None:

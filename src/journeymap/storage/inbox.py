@@ -62,6 +62,16 @@ class PendingMessage:
     payload: str
 
 
+#: the inbox columns of a ``PendingMessage``, in its order (the loader and the worker's feed)
+MESSAGE_COLUMNS = (
+    inbox.c.seq,
+    inbox.c.source,
+    inbox.c.message_id,
+    inbox.c.received_at_us,
+    inbox.c.payload,
+)
+
+
 @dataclass(frozen=True)
 class DeadLetter:
     id: int
@@ -128,13 +138,7 @@ class InboxStore:
     def pending(self, limit: int) -> list[PendingMessage]:
         """Up to ``limit`` pending messages, oldest ``seq`` first."""
         q = (
-            sa.select(
-                inbox.c.seq,
-                inbox.c.source,
-                inbox.c.message_id,
-                inbox.c.received_at_us,
-                inbox.c.payload,
-            )
+            sa.select(*MESSAGE_COLUMNS)
             .where(inbox.c.loaded_at_us.is_(None))
             .order_by(inbox.c.seq)
             .limit(limit)
